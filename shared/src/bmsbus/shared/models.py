@@ -1,0 +1,220 @@
+"""pydantic models for every message on the bus. JSON on the wire; each carries `schema_version`.
+
+Consumers ignore fields they do not know (a newer producer may add some) but reject a message whose
+schema_version is newer than the one they understand in a breaking way (major version).
+Absent values are absent: they are omitted on the wire and `None` here, never NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class BusModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=False)
+    schema_version: int = SCHEMA_VERSION
+    topic_kind: ClassVar[str] = ""
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_major(cls, v: int) -> int:
+        if v < 1 or v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is not supported (this bmsbus understands 1..{SCHEMA_VERSION})")
+        return v
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Self:
+        return cls.model_validate_json(payload)
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Sample(BusModel):
+    """One reading of one BMS (topic `bms/<bms>/sample`, QoS 1, not retained). SI units, + = charging."""
+
+    topic_kind: ClassVar[str] = "sample"
+    bms: Id
+    ts: Finite = Field(description="source clock, unix seconds, when the BMS was read")
+    boot: str = Field(min_length=1, max_length=64, description="collector boot id")
+    seq: int = Field(ge=0, description="per device, strictly increasing within one boot")
+
+    voltage: Finite | None = None
+    current: Finite | None = None
+    power: Finite | None = None
+    soc: Finite | None = Field(default=None, ge=0, le=100)
+    soh: Finite | None = Field(default=None, ge=0, le=100)
+    charge: Finite | None = None
+    capacity: Finite | None = None
+    design_capacity: Finite | None = None
+    cycles: int | None = Field(default=None, ge=0)
+    cycle_charge: Finite | None = None
+    energy: Finite | None = None
+    cell_voltages: list[Finite] | None = None
+    cell_resistances: list[Finite] | None = None
+    temperatures: list[Finite] | None = None
+    mos_temperature: Finite | None = None
+    balance_current: Finite | None = None
+    balancing: list[Annotated[int, Field(ge=0)]] | None = None
+    switches: dict[str, bool] | None = None
+    alarms: list[str] | None = None
+    problem_code: int | None = Field(default=None, ge=0)
+    uptime: Finite | None = Field(default=None, ge=0)
+
+    def values(self) -> dict[str, Any]:
+        """The measured values only (no envelope), absent ones left out."""
+        return self.model_dump(exclude_none=True, exclude={"schema_version", "bms", "ts", "boot", "seq"})
+
+
+class SwitchSpec(BusModel):
+    name: str
+    writable: bool = True
+
+
+class Meta(BusModel):
+    """Device info and capabilities (topic `bms/<bms>/meta`, retained). Consumers derive entities and fields
+    from `quantities` (catalog keys the device reports) and `switches`."""
+
+    topic_kind: ClassVar[str] = "meta"
+    bms: Id
+    collector: Id
+    name: str
+    type: str
+    protocol: str | None = None
+    transport: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    hw_version: str | None = None
+    sw_version: str | None = None
+    serial: str | None = None
+    cell_count: int | None = None
+    temperature_count: int | None = None
+    quantities: list[str] = Field(default_factory=list)
+    switches: list[SwitchSpec] = Field(default_factory=list)
+    settings: list[str] = Field(default_factory=list)
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class Link(BusModel):
+    """Link state of one BMS (topic `bms/<bms>/link`, retained)."""
+
+    topic_kind: ClassVar[str] = "link"
+    bms: Id
+    state: Literal["connecting", "connected", "disconnected", "failed"]
+    ok: bool
+    ts: Finite
+    rssi: int | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    since: Finite | None = None
+
+
+class BirthDevice(BusModel):
+    bms: Id
+    type: str
+    name: str
+    address: str | None = None
+
+
+class Birth(BusModel):
+    """Inventory of a collector (topic `collector/<collector>/birth`, retained)."""
+
+    topic_kind: ClassVar[str] = "birth"
+    collector: Id
+    version: str
+    boot: str
+    started: Finite
+    devices: list[BirthDevice]
+
+
+class Command(BusModel):
+    """A command to one BMS (topic `bms/<bms>/cmd`). Executed at most once per id, never after `expires`."""
+
+    topic_kind: ClassVar[str] = "cmd"
+    id: str = Field(min_length=1, max_length=64)
+    action: Literal["set_switch"] = "set_switch"
+    switch: str
+    value: bool
+    issued: Finite
+    expires: Finite
+    origin: str | None = None
+
+
+class CommandResult(BusModel):
+    """Outcome of a command (topic `bms/<bms>/cmd/result`)."""
+
+    topic_kind: ClassVar[str] = "cmd_result"
+    id: str
+    bms: Id
+    status: Literal["ok", "rejected", "failed"]
+    ts: Finite
+    reason: str | None = None
+    readback: bool | None = None
+
+
+class BatteryState(BusModel):
+    """Aggregator output per pack and per group (topic `battery/<id>/state`, retained)."""
+
+    topic_kind: ClassVar[str] = "state"
+    id: Id
+    kind: Literal["pack", "group"]
+    ts: Finite | None = Field(default=None, description="source ts of the last sample integrated")
+    members: list[str] = Field(default_factory=list)
+    voltage: Finite | None = None
+    current: Finite | None = None
+    power: Finite | None = None
+    soc: Finite | None = None
+    soh: Finite | None = None
+    charge: Finite | None = None
+    capacity: Finite | None = None
+    cell_min: Finite | None = None
+    cell_max: Finite | None = None
+    cell_delta: Finite | None = None
+    cell_avg: Finite | None = None
+    cell_min_index: int | None = None
+    cell_max_index: int | None = None
+    temperatures: list[Finite] | None = None
+    energy_in_kwh: Finite = 0.0
+    energy_out_kwh: Finite = 0.0
+    energy_net_kwh: Finite = 0.0
+    charge_in_ah: Finite = 0.0
+    charge_out_ah: Finite = 0.0
+    charge_net_ah: Finite = 0.0
+    stale: bool = False
+
+
+class BadMessage(ValueError):
+    """A bus message that could not be parsed: malformed JSON or schema-invalid. Count it, log it, skip it."""
+
+
+def parse(model: type[BusModel], payload: bytes | str) -> BusModel:
+    """Parse a payload into `model`, turning every failure into one BadMessage with a short reason."""
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        kind = "malformed JSON" if first["type"] == "json_invalid" else "invalid"
+        raise BadMessage(f"{kind} {model.__name__}: {where}: {first['msg']}") from None
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """NaN and inf become None: absent, never NaN."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
