@@ -192,6 +192,59 @@ class BatteryState(BusModel):
     charge_out_ah: Finite = 0.0
     charge_net_ah: Finite = 0.0
     stale: bool = False
+    # Added by the aggregator (issue 6); all optional, so older consumers are unaffected.
+    mos_temperature: Finite | None = None
+    cycles: int | None = Field(default=None, description="the BMS's own cycle counter (mean of members for a group)")
+    cycles_soc: Finite | None = Field(default=None, description="½·Σ|ΔSoC|/100, counted by the aggregator")
+    cycles_throughput: Finite | None = Field(default=None, description="(charge in + out) / 2 / capacity")
+    time_to_empty: Finite | None = Field(default=None, description="s at the present discharge current")
+    time_to_full: Finite | None = Field(default=None, description="s at the present charge current")
+    cell_min_member: str | None = Field(default=None, description="group: the pack holding cell_min")
+    cell_max_member: str | None = Field(default=None, description="group: the pack holding cell_max")
+    member_temperatures: dict[str, list[Finite]] | None = Field(default=None, description="group: per pack")
+    degraded: bool = Field(default=False, description="group: some members are stale and left out of the sums")
+    stale_members: list[str] = Field(default_factory=list)
+    alarms: list[ActiveAlarm] = Field(default_factory=list, description="active alarms, oldest first")
+
+
+class ActiveAlarm(BaseModel):
+    """One active alarm of a pack or group: a BMS alarm code made readable, or one the aggregator raises."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: str
+    text: str
+    since: Finite = Field(description="unix time the alarm became active")
+    severity: Literal["warning", "alarm"] = "alarm"
+    source: Literal["bms", "aggregator"] = "bms"
+
+
+class Limit(BaseModel):
+    """One charge-control output and the rule that set it."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    value: Finite
+    reason: str
+
+
+class Control(BusModel):
+    """Charge control of a pack or group (topic `battery/<id>/control`, retained): charge voltage limit (CVL),
+    charge and discharge current limits (CCL, DCL), each with the reason that set it, and the charge mode."""
+
+    topic_kind: ClassVar[str] = "control"
+    id: Id
+    kind: Literal["pack", "group"]
+    ts: Finite = Field(description="aggregator clock when computed")
+    mode: str = Field(description="Bulk, Absorption, Float Transition, Float, Blocked, ... with suffixes")
+    charge_voltage: Limit | None = None
+    charge_current: Limit | None = None
+    discharge_current: Limit | None = None
+    allow_charge: bool = True
+    allow_discharge: bool = True
+    soc_window: Literal["charging", "resting", "calibrating"] | None = Field(
+        default=None, description="batmon-style SoC window state, if an `algorithm` is configured")
+    soc_reset_due: bool = False
+    last_full_charge: Finite | None = None
+    members: dict[str, str] = Field(default_factory=dict, description="group: member -> its limiting reason")
 
 
 class BadMessage(ValueError):

@@ -8,6 +8,9 @@
     <root>/bms/<bms>/cmd                  Command
     <root>/bms/<bms>/cmd/result           CommandResult
     <root>/battery/<id>/state             retained BatteryState
+    <root>/battery/<id>/control           retained Control (aggregator: CVL/CCL/DCL, mode, reasons)
+    <root>/battery/<id>/cmd               Command to a group (the aggregator fans it out to the members)
+    <root>/battery/<id>/cmd/result        CommandResult per member (bms=member), then one for the group
 
 `<root>` is `<topic_root>/<site>`, by default `bmsbus/v1/<site>`. Services never format topic strings
 by hand: they call the builders here and `parse()` incoming topics back into a TopicRef.
@@ -45,6 +48,9 @@ _LAYOUT: Final[dict[str, tuple[str, str]]] = {
     "cmd": ("bms", "cmd"),
     "cmd_result": ("bms", "cmd/result"),
     "state": ("battery", "state"),
+    "control": ("battery", "control"),
+    "battery_cmd": ("battery", "cmd"),
+    "battery_cmd_result": ("battery", "cmd/result"),
 }
 
 MODEL_OF_KIND: Final[dict[str, type[models.BusModel]]] = {
@@ -55,6 +61,9 @@ MODEL_OF_KIND: Final[dict[str, type[models.BusModel]]] = {
     "cmd": models.Command,
     "cmd_result": models.CommandResult,
     "state": models.BatteryState,
+    "control": models.Control,
+    "battery_cmd": models.Command,
+    "battery_cmd_result": models.CommandResult,
 }
 
 
@@ -106,6 +115,15 @@ class Topics:
 
     def battery_state(self, battery: str) -> str:
         return self.topic("state", battery)
+
+    def battery_control(self, battery: str) -> str:
+        return self.topic("control", battery)
+
+    def battery_cmd(self, battery: str) -> str:
+        return self.topic("battery_cmd", battery)
+
+    def battery_cmd_result(self, battery: str) -> str:
+        return self.topic("battery_cmd_result", battery)
 
     def parse(self, topic: str) -> TopicRef | None:
         """The TopicRef of a topic in our tree, or None if it is not one of ours."""

@@ -7,9 +7,10 @@ tests/collector/test_registry.py checks that every package in this folder is lis
 from __future__ import annotations
 
 from ..driver import ProtocolEntry
+from . import jk
 
 
-FAMILIES: tuple = ()  # each family package adds itself here
+FAMILIES: tuple = (jk,)  # each family package adds itself here
 
 REGISTRY: dict[str, ProtocolEntry] = {}
 for _family in FAMILIES:

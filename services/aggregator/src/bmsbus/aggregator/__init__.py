@@ -1,0 +1,1 @@
+"""bmsbus aggregator: battery groups, energy meters, cycles, charge control, alarms and actions."""

@@ -1,0 +1,205 @@
+"""Battery groups: several packs seen as one battery, in parallel or in series.
+
+Live values (what the group shows now) come from the members' newest samples; a member silent longer
+than `timeout` (aggregator clock) is left out of every sum and named in `stale_members`, and the group
+is `degraded` (all members silent: `stale`). Nothing is extrapolated from a silent member.
+
+Group meters integrate the group's own time series, not the sum of member meters: in a parallel bank
+one pack can charge another, and that circulating current is neither energy in nor energy out of the
+group. The series is built on the source clock: at every time a member committed a point, each member's
+value is interpolated linearly between its own committed points, and the group point is their combination.
+A time is evaluated only once every member has a point at or after it (so nothing is extrapolated),
+or has been silent for longer than `timeout` at that time (source clock) and is then left out. A member
+with a gap longer than dt_max around that time has no value there, so the group has none either, and
+the group interval spans the hole like any missing value (or is not bridged, if longer than dt_max).
+
+Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .meters import Meters, Point, time_to_go
+from .pack import Pack, sample_charge, sample_point
+
+MAX_PENDING_TIMES = 100_000
+
+
+def interpolate(history: Sequence[Point], t: float, dt_max: float) -> Point | None:
+    """The member's value at t, linear between its committed points; None if t is outside them."""
+    if not history or t < history[0].ts or t > history[-1].ts:
+        return None
+    # Usually t is among the newest points: search backwards.
+    i = len(history) - 1
+    while i > 0 and history[i - 1].ts >= t:
+        i -= 1
+    b = history[i]
+    if b.ts == t:
+        return b
+    a = history[i - 1]
+    dt = b.ts - a.ts
+    if dt > dt_max or dt <= 0:
+        return Point(t, None, None, None)
+    f = (t - a.ts) / dt
+
+    def lerp(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else x + (y - x) * f
+
+    return Point(t, lerp(a.power, b.power), lerp(a.current, b.current), lerp(a.soc, b.soc))
+
+
+def _sum(xs: Iterable[float | None]) -> float | None:
+    vals = list(xs)
+    if not vals or any(v is None for v in vals):
+        return None  # one missing member makes the sum unknown, never wrong
+    return sum(vals)  # type: ignore[arg-type]
+
+
+def _mean(xs: Iterable[float | None]) -> float | None:
+    vals = [v for v in xs if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def combine_points(topology: str, t: float, points: Sequence[Point]) -> Point:
+    if topology == "series":
+        # One current flows through every member; powers add.
+        return Point(t, _sum(p.power for p in points), _mean(p.current for p in points), None)
+    return Point(t, _sum(p.power for p in points), _sum(p.current for p in points), None)
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    name: str
+    members: list[str]
+    topology: str  # "parallel" | "series"
+    meters: Meters
+    timeout: float
+    evaluated_ts: float | None = None
+    times: list[float] = field(default_factory=list)  # sorted, unique, > evaluated_ts
+
+    @classmethod
+    def new(cls, id: str, name: str, members: list[str], topology: str, dt_max: float, timeout: float) -> Group:
+        return cls(id, name, list(members), topology, Meters(dt_max), timeout)
+
+    # -- meters
+    def committed(self, points: Iterable[Point], packs: Mapping[str, Pack]) -> None:
+        """Members committed these points: evaluate every group time that is now ready."""
+        for p in points:
+            if self.evaluated_ts is not None and p.ts <= self.evaluated_ts:
+                continue
+            i = bisect.bisect_left(self.times, p.ts)
+            if i == len(self.times) or self.times[i] != p.ts:
+                self.times.insert(i, p.ts)
+        if len(self.times) > MAX_PENDING_TIMES:
+            del self.times[: len(self.times) - MAX_PENDING_TIMES]
+        self._advance(packs)
+
+    def _advance(self, packs: Mapping[str, Pack]) -> None:
+        done = 0
+        for t in self.times:
+            values: list[Point] = []
+            ready = True
+            for m in self.members:
+                pack = packs.get(m)
+                last = pack.history[-1].ts if pack is not None and pack.history else None
+                if last is None:
+                    continue  # never heard of: not part of the group's flow yet
+                if last >= t:
+                    v = interpolate(pack.history, t, self.meters.dt_max)  # type: ignore[union-attr]
+                    values.append(v if v is not None else Point(t, None, None, None))
+                elif t - last > self.timeout:
+                    continue  # silent for too long at t: left out
+                else:
+                    ready = False  # wait for this member to reach t
+                    break
+            if not ready:
+                break
+            done += 1
+            if values:
+                self.meters.add(combine_points(self.topology, t, values))
+            self.evaluated_ts = t
+        del self.times[:done]
+
+    # -- live values
+    def readings(self, packs: Mapping[str, Pack], now: float,
+                 is_stale: Callable[[Pack], bool]) -> dict[str, Any]:
+        live: list[Pack] = []
+        stale: list[str] = []
+        for m in self.members:
+            p = packs.get(m)
+            if p is None or p.live is None or is_stale(p):
+                stale.append(m)
+            else:
+                live.append(p)
+        out: dict[str, Any] = dict(self.meters.readings())
+        out.update(ts=self.evaluated_ts, members=list(self.members), stale_members=stale,
+                   degraded=bool(stale), stale=not live)
+        if not live:
+            return out
+        samples = [p.live for p in live]
+        assert all(s is not None for s in samples)
+        caps = [p.capacity for p in live]
+        charges = [sample_charge(s) for s in samples]  # type: ignore[arg-type]
+        powers = [sample_point(s).power for s in samples]  # type: ignore[arg-type]
+        if self.topology == "series":
+            out.update(voltage=_sum(s.voltage for s in samples), current=_mean(s.current for s in samples),  # type: ignore[union-attr]
+                       power=_sum(powers), soc=_min(s.soc for s in samples), soh=_min(s.soh for s in samples),  # type: ignore[union-attr]
+                       charge=_min(charges), capacity=_min(caps))
+        else:
+            out.update(voltage=_mean(s.voltage for s in samples), current=_sum(s.current for s in samples),  # type: ignore[union-attr]
+                       power=_sum(powers), charge=_sum(charges), capacity=_sum(caps),
+                       soc=_weighted([s.soc for s in samples], caps),  # type: ignore[union-attr]
+                       soh=_weighted([s.soh for s in samples], caps))  # type: ignore[union-attr]
+        # Cells across members, naming the pack that holds the extreme.
+        cells = [(p.id, p.cells) for p in live if p.cells is not None]
+        if cells:
+            lo = min(cells, key=lambda c: c[1].min)  # type: ignore[union-attr]
+            hi = max(cells, key=lambda c: c[1].max)  # type: ignore[union-attr]
+            n = sum(c.count for _, c in cells)  # type: ignore[union-attr]
+            out.update(cell_min=lo[1].min, cell_min_index=lo[1].min_index, cell_min_member=lo[0],  # type: ignore[union-attr]
+                       cell_max=hi[1].max, cell_max_index=hi[1].max_index, cell_max_member=hi[0],  # type: ignore[union-attr]
+                       cell_delta=hi[1].max - lo[1].min,  # type: ignore[union-attr]
+                       cell_avg=sum(c.sum for _, c in cells) / n)  # type: ignore[union-attr]
+        temps = {p.id: list(p.live.temperatures) for p in live if p.live and p.live.temperatures}
+        if temps:
+            out["member_temperatures"] = temps
+            out["temperatures"] = [t for ts in temps.values() for t in ts]
+        mos = [p.live.mos_temperature for p in live if p.live and p.live.mos_temperature is not None]
+        if mos:
+            out["mos_temperature"] = max(mos)
+        # Cycles: capacity-weighted mean of the members' own (a group cycle is every pack cycling once).
+        weights = [(p.meters.cycles.value, c) for p, c in zip(live, caps, strict=True) if c]
+        if weights:
+            out["cycles_soc"] = sum(v * c for v, c in weights) / sum(c for _, c in weights)
+        cap = out.get("capacity")
+        if cap:
+            out["cycles_throughput"] = (out["charge_in_ah"] + out["charge_out_ah"]) / 2.0 / cap
+        out["time_to_empty"], out["time_to_full"] = time_to_go(out.get("current"), out.get("charge"), cap)
+        return out
+
+    # -- persistence
+    def dump(self) -> dict[str, Any]:
+        return {"meters": self.meters.dump(), "evaluated_ts": self.evaluated_ts, "times": self.times}
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.meters = Meters.load(d["meters"], self.meters.dt_max)
+        self.evaluated_ts = d.get("evaluated_ts")
+        self.times = list(d.get("times", []))
+
+
+def _min(xs: Iterable[float | None]) -> float | None:
+    vals = [v for v in xs if v is not None]
+    return min(vals) if vals else None
+
+
+def _weighted(values: Sequence[float | None], weights: Sequence[float | None]) -> float | None:
+    """Capacity-weighted mean; plain mean if no member reports a capacity."""
+    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w]
+    if pairs:
+        return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+    return _mean(values)

@@ -1,0 +1,234 @@
+"""JK drivers: the conversation over a Link (the bytes are in ble.py / uart.py / pb.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import ClassVar
+
+from ...codec import DeviceInfo, Frame, Reading, UsageError, merge
+from ...driver import Driver
+from . import ble, uart
+from .ble import Layout, SettingSpec
+
+
+class WriteNotConfirmed(RuntimeError):
+    """The BMS took a write but its read-back shows a different value."""
+
+
+_COMMON = frozenset({"voltage", "cell_voltages", "cell_resistances", "balance_current", "balancing", "switches",
+                     "uptime"})
+_JK02 = _COMMON | frozenset({"current", "power", "soc", "charge", "capacity", "design_capacity", "cycles",
+                             "cycle_charge", "temperatures", "mos_temperature", "alarms", "problem_code"})
+QUANTITIES: dict[Layout, frozenset[str]] = {
+    Layout.JK02_24S: _JK02 | {"soh"},  # soh only when the 24S frame holds 1..100
+    Layout.JK02_32S: _JK02 | {"soh"},
+    Layout.JK04: _COMMON,
+}
+
+
+class JkBleDriver(Driver):
+    """JK BMS over BLE (service FFE0, notify/write FFE1).
+
+    open(): 0x97 (device info; picks the layout from the sw version unless the type forces one), then 0x96
+    (settings once, then cell info streamed ~1/s). read(): the next streamed cell-info frame merged with the
+    latest settings (switch states, configured capacity); 0x96 is re-sent when the stream stops and every
+    `settings_interval` s so changes made in the JK app are seen. Options: settings_interval (60),
+    stream_timeout (3).
+    """
+
+    protocol: ClassVar[str] = "jk"
+    fixed_layout: ClassVar[Layout | None] = None
+    quantities: ClassVar[frozenset[str]] = QUANTITIES[Layout.JK02_32S]
+    switches: ClassVar[tuple[str, ...]] = ("charge", "discharge", "balance", "heater", "float_charge")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.layout: Layout = self.fixed_layout or Layout.JK02_32S
+        self.device_info = DeviceInfo()
+        self.settings: ble.Settings | None = None
+        self._settings_raw: bytes | None = None
+        self._settings_at = -math.inf
+        self._cell_raw: bytes | None = None
+        opts = self.options.options
+        self.settings_interval = float(opts.get("settings_interval", 60.0))
+        self.stream_timeout = float(opts.get("stream_timeout", 3.0))
+
+    def new_assembler(self) -> ble.JkBleAssembler:
+        return ble.JkBleAssembler()
+
+    # --- frames ---------------------------------------------------------------------------------------
+
+    def _absorb(self, frame: Frame) -> None:
+        """Keep whatever a frame tells us, whichever request it answers."""
+        if frame.kind == ble.TYPE_CELL_INFO:
+            if self.fixed_layout is None and self.layout is not Layout.JK04 and ble.looks_like_jk04(frame.raw):
+                self.log.info("cell frame is JK04 (float) layout; switching from %s", self.layout)
+                self.layout = Layout.JK04
+                self._decode_settings()
+            self._cell_raw = frame.raw
+        elif frame.kind == ble.TYPE_SETTINGS:
+            self._settings_raw = frame.raw
+            self._settings_at = asyncio.get_running_loop().time()
+            self._decode_settings()
+        elif frame.kind == ble.TYPE_DEVICE_INFO:
+            self.device_info = ble.decode_device_info(frame.raw)
+
+    def _decode_settings(self) -> None:
+        if self._settings_raw is not None:
+            self.settings = ble.decode_settings(self._settings_raw, self.layout)
+
+    def _wants(self, kind: int | str):  # noqa: ANN202 - a Frame predicate
+        def accept(frame: Frame) -> bool:
+            self._absorb(frame)
+            return frame.kind == kind
+
+        return accept
+
+    # --- conversation ---------------------------------------------------------------------------------
+
+    async def open(self) -> DeviceInfo:
+        try:
+            await self.transact(ble.REQUEST_DEVICE_INFO, self._wants(ble.TYPE_DEVICE_INFO))
+        except TimeoutError:
+            self.log.warning("no device-info answer; assuming layout %s", self.layout)
+        else:
+            if self.fixed_layout is None:
+                self.layout = ble.detect_layout(self.device_info.sw_version)
+        self.device_info.extra["layout"] = str(self.layout)
+        await self._request_settings()
+        return self.device_info
+
+    async def _request_settings(self) -> ble.Settings:
+        """0x96: the settings frame now, and (re)starts the cell-info stream."""
+        await self.transact(ble.REQUEST_CELL_INFO, self._wants(ble.TYPE_SETTINGS))
+        assert self.settings is not None
+        return self.settings
+
+    async def read(self) -> Reading:
+        now = asyncio.get_running_loop().time()
+        if self._settings_raw is None or now - self._settings_at >= self.settings_interval:
+            await self._request_settings()
+        try:
+            await self.transact(None, self._wants(ble.TYPE_CELL_INFO), self.stream_timeout)
+        except TimeoutError:
+            self.log.debug("cell-info stream stopped; re-sending 0x96")
+            await self.transact(ble.REQUEST_CELL_INFO, self._wants(ble.TYPE_CELL_INFO))
+        return self.reading()
+
+    def reading(self) -> Reading:
+        """The latest cell info merged with settings-derived values (switches, configured capacity)."""
+        if self._cell_raw is None:
+            return {}
+        cell = ble.decode_cell_info(self._cell_raw, self.layout, self.device_info.sw_version)
+        return merge(cell, self.settings.reading()) if self.settings is not None else cell
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def writable_switches(self) -> tuple[str, ...]:
+        names = tuple(ble.SWITCH_REGISTERS[self.layout])
+        model = (self.device_info.model or "").upper()
+        if "float_charge" in names and "PB" not in model:  # float-charge mode exists on the PB inverter BMS only
+            names = tuple(n for n in names if n != "float_charge")
+        return tuple(n for n in names if n in self.switches)
+
+    def writable_settings(self) -> tuple[SettingSpec, ...]:
+        return ble.settings_for(self.layout)
+
+    async def _write(self, request: bytes) -> None:
+        try:
+            await self.transact(request, self._wants(ble.KIND_ACK), min(3.0, self.options.request_timeout))
+        except TimeoutError:
+            self.log.debug("no ack for write %s; checking the read-back", request.hex())
+
+    async def set_switch(self, name: str, on: bool) -> None:
+        if name not in self.writable_switches():
+            raise UsageError(f"{self.protocol} ({self.layout}) cannot set switch {name!r}; "
+                             f"writable: {', '.join(self.writable_switches())}")
+        await self._write(ble.build_switch(self.layout, name, on))
+        settings = await self._request_settings()
+        if settings.switches.get(name) != on:
+            raise WriteNotConfirmed(f"switch {name} still {settings.switches.get(name)} after writing {on}")
+
+    async def write_setting(self, name: str, value: float) -> None:
+        """Write one of `writable_settings()` (SI units, e.g. cell_ovp=3.65 V) and confirm it by read-back."""
+        spec = next((s for s in self.writable_settings() if s.name == name), None)
+        if spec is None:
+            raise UsageError(f"{self.protocol} ({self.layout}) has no writable setting {name!r}; "
+                             f"have: {', '.join(s.name for s in self.writable_settings())}")
+        current = self.settings.values if self.settings is not None else {}
+        if name == "cell_ovp" and value <= current.get("cell_uvp", 0.0):
+            raise UsageError(f"cell_ovp {value} V must be above cell_uvp {current['cell_uvp']} V")
+        if name == "cell_uvp" and value >= current.get("cell_ovp", math.inf):
+            raise UsageError(f"cell_uvp {value} V must be below cell_ovp {current['cell_ovp']} V")
+        await self._write(ble.build_setting(self.layout, name, value))
+        settings = await self._request_settings()
+        got = settings.values.get(name)
+        if got is None or abs(got - value) > 0.0015:
+            raise WriteNotConfirmed(f"setting {name} reads {got} after writing {value}")
+
+
+class Jk24sDriver(JkBleDriver):
+    protocol = "jk_24s"
+    fixed_layout = Layout.JK02_24S
+    quantities = QUANTITIES[Layout.JK02_24S]
+    switches = ("charge", "discharge", "balance")
+
+
+class Jk32sDriver(JkBleDriver):
+    protocol = "jk_32s"
+    fixed_layout = Layout.JK02_32S
+    quantities = QUANTITIES[Layout.JK02_32S]
+
+
+class Jk04Driver(JkBleDriver):
+    protocol = "jk04"
+    fixed_layout = Layout.JK04
+    quantities = QUANTITIES[Layout.JK04]
+    switches = ("balance",)
+
+
+class JkUartDriver(Driver):
+    """JK-B* BMS on the 0x4E57 UART/RS485 "GPS" port (115200 8N1): one read-all request per read().
+
+    Writes: charge and discharge MOS switches (identifiers 0xAB / 0xAC, preceded by the password frame as
+    [syssi-jk] does), confirmed by the next read-all. The balancer switch (0x9D) is not offered: v11
+    firmware reportedly rejects it.
+    """
+
+    protocol: ClassVar[str] = "jk_uart"
+    quantities: ClassVar[frozenset[str]] = frozenset({
+        "voltage", "current", "power", "soc", "capacity", "design_capacity", "cycles", "cycle_charge",
+        "cell_voltages", "temperatures", "mos_temperature", "switches", "alarms", "problem_code", "uptime"})
+    switches: ClassVar[tuple[str, ...]] = tuple(uart.SWITCH_IDS)
+
+    def new_assembler(self) -> uart.JkUartAssembler:
+        return uart.JkUartAssembler()
+
+    @staticmethod
+    def _is_reply(frame: Frame) -> bool:
+        return frame.kind in (uart.CMD_READ_ALL, uart.CMD_READ_ONE) and frame.raw[10] != uart.TRANSPORT_REQUEST
+
+    async def _read_all(self) -> tuple[Reading, DeviceInfo]:
+        frame = await self.transact(uart.REQUEST_READ_ALL, self._is_reply)
+        reading, info, self.settings = uart.decode_read_all(frame.raw)
+        return reading, info
+
+    async def open(self) -> DeviceInfo:
+        _reading, info = await self._read_all()
+        return info
+
+    async def read(self) -> Reading:
+        reading, _info = await self._read_all()
+        return reading
+
+    async def set_switch(self, name: str, on: bool) -> None:
+        request = uart.build_switch(name, on)  # UsageError for unknown names
+        await self.link.send(uart.build_password())
+        await asyncio.sleep(0.05)
+        await self.link.send(request)
+        await asyncio.sleep(0.1)
+        reading, _info = await self._read_all()
+        if reading.get("switches", {}).get(name) != on:
+            raise WriteNotConfirmed(f"jk_uart switch {name} reads {reading.get('switches', {}).get(name)} "
+                                    f"after writing {on}")

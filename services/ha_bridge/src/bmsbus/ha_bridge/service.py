@@ -1,0 +1,435 @@
+"""The HA bridge service: device-based discovery, HA-facing state topics and HA controls.
+
+Listens to the bus (meta, birth, link, sample, cmd/result, battery state) and to HA (its status topic and
+the command topics under `<root>/ha/`), and publishes:
+- retained discovery `<prefix>/device/bmsbus_<site>_<id>/config` per pack (BMS) and per group;
+- the flat HA state topics `<root>/ha/<id>/{sample,state,diag}` (not retained; re-sent after HA's birth);
+- Commands on `bms/<id>/cmd`, meter resets and setting requests on `battery/<id>/...`;
+- its own status `<root>/ha/status` (retained online/offline, last will), part of every entity's availability.
+
+When a device leaves (its discovery is cleared with an empty retained payload):
+- a pack: its retained `bms/<id>/meta` is cleared (empty payload), or the retained birth of the collector that
+  published its meta no longer lists it (the device was removed from that collector's config);
+- a group: its retained `battery/<id>/state` is cleared (the aggregator no longer has the group);
+- at start (`remove_stale`), after `settle_time`: any retained discovery of this site's bmsbus devices that
+  matches none of the above (e.g. left behind while the bridge was down).
+A collector or link going down is NOT leaving: the entities become unavailable instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
+from bmsbus.shared.config import Config
+from bmsbus.shared.models import BatteryState, Birth, Command, CommandResult, Link, Meta, Sample, dumps
+from bmsbus.shared.runner import ServiceSpec, add_service_command
+from bmsbus.shared.topics import OFFLINE, ONLINE, Topics
+
+from . import commands as cmds
+from .discovery import (HaTopics, Origin, device_config, group_availability, group_device_info, pack_availability,
+                        pack_device_info, without)
+from .entities import DIAG, SAMPLE, STATE, Entity, GroupFacts, PackFacts, group_entities, pack_entities
+from .state import diag_values, render, sample_values, state_values
+
+log = logging.getLogger("bmsbus.ha_bridge")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bmsbus-ha-bridge")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0.0.0"
+
+
+ORIGIN = Origin(sw=_version())
+
+
+@dataclass(slots=True)
+class View:
+    """What the bridge knows about one HA device (a pack or a group)."""
+
+    id: str
+    kind: str  # "pack" / "group"
+    meta: Meta | None = None
+    battery: BatteryState | None = None  # the last battery/<id>/state
+    link: Link | None = None
+    cells: int | None = None
+    temperatures: int | None = None
+    readonly_switches: tuple[str, ...] = ()
+    state_keys: frozenset[str] = frozenset()
+    group_temperatures: int | None = None
+    rssi: bool = False
+    last_command: str | None = None
+    facts: PackFacts | GroupFacts | None = None
+    entities: list[Entity] = field(default_factory=list)
+    config: dict[str, Any] | None = None  # the discovery config last published (None: none retained)
+    states: dict[str, bytes] = field(default_factory=dict)  # source -> last HA state payload
+
+
+class HaBridge:
+    STATE_DELAY = 1.0  # s between re-sent configs and re-sent states after HA's birth (HA subscribes in between)
+    MAX_PENDING = 256
+
+    def __init__(self, cfg: Config, *, origin: Origin = ORIGIN) -> None:
+        assert cfg.mqtt is not None
+        self.cfg = cfg
+        self.hb = cfg.ha_bridge
+        self.origin = origin
+        self.topics = Topics(cfg.topic_root, cfg.site)
+        self.ha = HaTopics(self.topics, cfg.site, self.hb.discovery_prefix)
+        self.inbox = Inbox(self.topics, "ha_bridge")
+        self.views: dict[str, View] = {}
+        self.births: dict[str, set[str]] = {}
+        self.pending: OrderedDict[str, tuple[str, Command]] = OrderedDict()
+        self.group_names = {g.id: g.name or g.id for g in cfg.aggregator.groups}
+        self.bus: Bus | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._birth_task: asyncio.Task[None] | None = None
+        self._connected_at = 0.0
+        self.cleaned = asyncio.Event()  # set once the start-up stale cleanup ran (tests wait on it)
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def connect(self) -> Bus:
+        return Bus(self.cfg.mqtt, client_id=f"bmsbus-ha-bridge-{self.cfg.site}",  # type: ignore[arg-type]
+                   will=(self.ha.status, OFFLINE))
+
+    async def on_bus(self, bus: Bus) -> None:
+        self._connected_at = time.monotonic()
+        await bus.publish(self.ha.status, ONLINE, retain=True)
+        t = self.topics
+        await bus.subscribe(self.hb.birth_topic, t.all_of("birth"), t.all_of("meta"), t.all_of("link"),
+                            t.all_of("state"), t.all_of("sample"), t.all_of("cmd_result"), self.ha.all_commands())
+        self.bus = bus
+        try:
+            # After a reconnect: what we know is re-sent (retained configs may have been lost with the broker).
+            for view in list(self.views.values()):
+                if view.config is not None:
+                    await self._publish_config(view, view.config)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._listen(bus), name="ha-listen")
+                if self.hb.remove_stale and not self.cleaned.is_set():
+                    tg.create_task(self._remove_stale(), name="ha-stale")
+        finally:
+            self.bus = None
+            self._tg = None
+            try:
+                async with asyncio.timeout(2):
+                    await bus.publish(self.ha.status, OFFLINE, retain=True)
+            except Exception:  # noqa: BLE001 - best effort on the way out; the will covers the rest
+                pass
+
+    async def run(self) -> None:
+        if not self.hb.enabled:
+            log.info("ha_bridge.enabled is false; not starting")
+            return
+        log.info("ha-bridge: discovery under %s/, HA state and commands under %s/", self.ha.prefix, self.ha.base)
+        await run_connected("ha-bridge", self.connect, self.on_bus)
+
+    # --- incoming --------------------------------------------------------------------------------
+
+    async def _listen(self, bus: Bus) -> None:
+        async for msg in bus.messages():
+            await self.handle(msg)
+
+    async def handle(self, msg: Message) -> None:
+        if msg.topic == self.hb.birth_topic:
+            if msg.payload.strip() == ONLINE.encode():
+                self._schedule_republish()
+            return
+        command = self.ha.parse_command(msg.topic)
+        if command is not None:
+            await self._on_command(msg, *command)
+            return
+        ref = self.topics.parse(msg.topic)
+        if ref is None:
+            return
+        if not msg.payload:  # a cleared retained topic
+            if ref.kind == "meta" and ref.entity in self.views:
+                self.views[ref.entity].meta = None
+                await self._sync(self.views[ref.entity])
+            elif ref.kind == "state" and ref.entity in self.views:
+                view = self.views[ref.entity]
+                view.battery, view.state_keys = None, frozenset()
+                await self._sync(view)
+            return
+        decoded = self.inbox.decode(msg)
+        if decoded is None:
+            return
+        ref, model = decoded
+        if isinstance(model, Sample):
+            await self._on_sample(ref.entity, model)
+        elif isinstance(model, BatteryState):
+            await self._on_battery(ref.entity, model)
+        elif isinstance(model, Link):
+            await self._on_link(ref.entity, model)
+        elif isinstance(model, Meta):
+            view = self._view(ref.entity, "pack")
+            view.meta = model
+            await self._sync(view)
+        elif isinstance(model, Birth):
+            self.births[model.collector] = {d.bms for d in model.devices}
+            for view in list(self.views.values()):
+                if view.meta is not None and view.meta.collector == model.collector:
+                    await self._sync(view)
+        elif isinstance(model, CommandResult):
+            await self._on_result(ref.entity, model)
+
+    def _view(self, id: str, kind: str) -> View:
+        view = self.views.get(id)
+        if view is None:
+            view = self.views[id] = View(id=id, kind=kind)
+        elif kind == "group" and view.kind != "group" and view.meta is None:
+            view.kind = "group"
+        return view
+
+    async def _on_sample(self, bms: str, s: Sample) -> None:
+        view = self._view(bms, "pack")
+        if view.kind != "pack":
+            return
+        if s.cell_voltages is not None and view.cells is None:
+            view.cells = len(s.cell_voltages)
+        if s.temperatures is not None and view.temperatures is None:
+            view.temperatures = len(s.temperatures)
+        if s.switches:
+            writable = {sw.name for sw in view.meta.switches if sw.writable} if view.meta else set()
+            extra = tuple(n for n in s.switches if n not in writable and n not in view.readonly_switches)
+            if extra:
+                view.readonly_switches += extra
+        await self._sync(view)
+        await self._publish_state(view, SAMPLE, sample_values(s))
+
+    async def _on_battery(self, id: str, st: BatteryState) -> None:
+        view = self._view(id, st.kind)
+        view.battery = st
+        keys = set(st.model_dump(exclude_none=True))
+        view.state_keys = view.state_keys | keys  # grows only: a value missing once must not remove an entity
+        if st.temperatures is not None:
+            view.group_temperatures = max(view.group_temperatures or 0, len(st.temperatures))
+        await self._sync(view)
+        await self._publish_state(view, STATE, state_values(st))
+
+    async def _on_link(self, bms: str, link: Link) -> None:
+        view = self._view(bms, "pack")
+        view.link = link
+        if link.rssi is not None:
+            view.rssi = True
+        await self._sync(view)
+        await self._publish_diag(view)
+
+    async def _on_result(self, bms: str, result: CommandResult) -> None:
+        pending = self.pending.pop(result.id, None)
+        if pending is None:
+            return  # not one of ours
+        _, command = pending
+        view = self.views.get(bms)
+        if result.status != "ok":
+            log.warning("command %s on %s (%s=%s) %s: %s", result.id, bms, command.switch, command.value,
+                        result.status, result.reason or "")
+        if view is not None:
+            view.last_command = cmds.describe(command.switch, command.value, result)
+            await self._publish_diag(view)
+
+    async def _on_command(self, msg: Message, device: str, platform: str, name: str) -> None:
+        if msg.retain:
+            self.inbox._skip("ha_command", msg.topic, "retained command ignored")
+            return
+        view = self.views.get(device)
+        if view is None or view.config is None:
+            self.inbox._skip("ha_command", msg.topic, f"no such HA device {device!r}")
+            return
+        keys = {e.key: e for e in view.entities}
+        now = time.time()
+        expiry = self.hb.command_expiry
+        try:
+            if platform == "switch" and f"switch_{name}" in keys and keys[f"switch_{name}"].platform == "switch":
+                command = cmds.switch_command(name, msg.payload, now=now, expiry=expiry)
+                self.pending[command.id] = (device, command)
+                while len(self.pending) > self.MAX_PENDING:
+                    self.pending.popitem(last=False)
+                await self._publish(self.topics.bms_cmd(device), command.to_json())
+                log.info("HA: %s %s=%s (command %s)", device, name, "ON" if command.value else "OFF", command.id)
+                view.last_command = cmds.describe(name, command.value, None)
+                await self._publish_diag(view)
+            elif platform == "button" and name == "reset_meters" and "reset_meters" in keys:
+                await self._publish(self.meters_reset_topic(device),
+                                    cmds.reset_meters_request(device, now=now, expiry=expiry))
+                log.info("HA: reset meters of %s", device)
+            elif platform in ("number", "select") and name in keys:
+                e = keys[name]
+                await self._publish(self.settings_set_topic(device),
+                                    cmds.setting_request(device, name, msg.payload, kind=platform,
+                                                         options=e.options or (), now=now, expiry=expiry))
+            else:
+                self.inbox._skip("ha_command", msg.topic, f"{device} has no {platform} {name!r}")
+        except cmds.CommandError as exc:
+            self.inbox._skip("ha_command", msg.topic, str(exc))
+
+    def meters_reset_topic(self, battery: str) -> str:
+        return f"{self.topics.root}/battery/{battery}/meters/reset"
+
+    def settings_set_topic(self, battery: str) -> str:
+        return f"{self.topics.root}/battery/{battery}/settings/set"
+
+    # --- discovery -------------------------------------------------------------------------------
+
+    def _present(self, view: View) -> bool:
+        if view.kind == "group":
+            return view.battery is not None
+        if view.meta is None:
+            return False
+        listed = self.births.get(view.meta.collector)
+        return listed is None or view.id in listed
+
+    def _facts(self, view: View) -> PackFacts | GroupFacts:
+        if view.kind == "group":
+            return GroupFacts(state_keys=view.state_keys, temperatures=view.group_temperatures)
+        meta = view.meta
+        assert meta is not None
+        writable = tuple(s.name for s in meta.switches if s.writable)
+        readonly = tuple(s.name for s in meta.switches if not s.writable) + view.readonly_switches
+        return PackFacts(quantities=frozenset(meta.quantities), writable_switches=writable,
+                         readonly_switches=tuple(dict.fromkeys(readonly)),
+                         cells=meta.cell_count or view.cells, temperatures=meta.temperature_count or view.temperatures,
+                         state_keys=view.state_keys, rssi=view.rssi)
+
+    def build_config(self, view: View) -> dict[str, Any]:
+        if view.kind == "group":
+            info = group_device_info(self.ha, view.id, self.group_names.get(view.id, view.id),
+                                     view.battery.members if view.battery else ())
+            return device_config(topics=self.ha, device=view.id, device_info=info, origin=self.origin,
+                                 entities=view.entities, availability=group_availability(self.ha, view.id),
+                                 expire_after=self.hb.expire_after)
+        meta = view.meta
+        assert meta is not None
+        info = pack_device_info(self.ha, view.id, meta, serial_identifier=self._serial_unique(view))
+        return device_config(topics=self.ha, device=view.id, device_info=info, origin=self.origin,
+                             entities=view.entities, availability=pack_availability(self.ha, view.id, meta.collector),
+                             expire_after=self.hb.expire_after, collector=meta.collector)
+
+    def _serial_unique(self, view: View) -> bool:
+        """A serial number identifies the device only if no other BMS reports the same one."""
+        serial = view.meta.serial if view.meta else None
+        return bool(serial) and not any(v is not view and v.meta and v.meta.serial == serial
+                                        for v in self.views.values())
+
+    async def _sync(self, view: View) -> None:
+        """Make the retained discovery of one device match what we know (publish, update or clear)."""
+        if not self._present(view):
+            if view.config is not None:
+                log.info("HA device %s left; clearing its discovery", view.id)
+                await self._publish(self.ha.config(view.id), b"", retain=True)
+                view.config, view.facts, view.entities = None, None, []
+            return
+        facts = self._facts(view)
+        if facts == view.facts and view.config is not None:
+            return
+        view.facts = facts
+        view.entities = pack_entities(facts) if isinstance(facts, PackFacts) else group_entities(facts)
+        config = self.build_config(view)
+        if config == view.config:
+            return
+        if view.config is not None:
+            removed = {k: c["platform"] for k, c in view.config["components"].items() if k not in config["components"]}
+            if removed:  # HA's two steps: the component reduced to its platform, then the config without it
+                await self._publish(self.ha.config(view.id), dumps(without(config, removed)), retain=True)
+        await self._publish_config(view, config)
+        log.info("HA device %s: discovery with %d entities", view.id, len(config["components"]))
+
+    async def _publish_config(self, view: View, config: dict[str, Any]) -> None:
+        view.config = config
+        await self._publish(self.ha.config(view.id), dumps(config), retain=True)
+
+    # --- HA state --------------------------------------------------------------------------------
+
+    async def _publish_state(self, view: View, source: str, values: dict[str, Any]) -> None:
+        if view.config is None:
+            return
+        payload = dumps(render(view.entities, source, values))
+        view.states[source] = payload
+        await self._publish(self.ha.state(view.id, source), payload)
+
+    async def _publish_diag(self, view: View) -> None:
+        if view.kind == "pack":
+            await self._publish_state(view, DIAG, diag_values(view.link, view.last_command))
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if self.bus is not None:
+            await self.bus.publish(topic, payload, retain=retain)
+
+    # --- HA birth and start-up cleanup ---------------------------------------------------------------
+
+    def _schedule_republish(self) -> None:
+        if self._tg is None:
+            return
+        if self._birth_task is not None and not self._birth_task.done():
+            self._birth_task.cancel()
+        self._birth_task = self._tg.create_task(self._republish(), name="ha-birth")
+
+    async def _republish(self) -> None:
+        """HA restarted: configs again (after a random delay, so many publishers do not storm HA), then states."""
+        await asyncio.sleep(random.uniform(0, self.hb.republish_jitter))
+        views = [v for v in self.views.values() if v.config is not None]
+        log.info("HA is online: re-sending discovery of %d devices", len(views))
+        for view in views:
+            await self._publish(self.ha.config(view.id), dumps(view.config), retain=True)
+        await asyncio.sleep(self.STATE_DELAY)
+        for view in views:
+            for source, payload in view.states.items():
+                await self._publish(self.ha.state(view.id, source), payload)
+
+    async def _remove_stale(self) -> None:
+        """Clear retained discovery of this site's devices that no longer exist."""
+        found = await self._scan_configs(window=min(2.0, self.hb.settle_time) or 0.5)
+        await asyncio.sleep(max(0.0, self._connected_at + self.hb.settle_time - time.monotonic()))
+        for device in sorted(found):
+            view = self.views.get(device)
+            if view is None or view.config is None:
+                log.info("clearing stale HA discovery of %s (no such device on the bus)", device)
+                await self._publish(self.ha.config(device), b"", retain=True)
+        self.cleaned.set()
+
+    async def _scan_configs(self, window: float) -> set[str]:
+        """Our retained discovery topics, read on a short-lived second connection (so the bridge's main
+        connection never receives its own discovery echoes)."""
+        found: set[str] = set()
+        bus = Bus(self.cfg.mqtt, client_id=f"bmsbus-ha-bridge-{self.cfg.site}-scan")  # type: ignore[arg-type]
+        async with bus:
+            await bus.subscribe(self.ha.all_configs())
+            try:
+                async with asyncio.timeout(window):
+                    async for m in bus.messages():
+                        device = self.ha.device_of_config(m.topic)
+                        if device and m.retain and m.payload:
+                            found.add(device)
+            except TimeoutError:
+                pass
+        return found
+
+
+def config_json(view_config: dict[str, Any]) -> str:
+    """Pretty JSON of a discovery config (docs, golden files)."""
+    return json.dumps(view_config, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+async def run(cfg: Config) -> None:
+    await HaBridge(cfg).run()
+
+
+SERVICE = ServiceSpec(name="ha-bridge", help="Home Assistant MQTT discovery, state and controls", run=run)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    add_service_command(sub, SERVICE)

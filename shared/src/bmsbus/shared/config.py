@@ -1,0 +1,242 @@
+"""One YAML config for every service, validated by pydantic.
+
+Every error names the file, the field and what is allowed, on one line each. Secrets (passwords,
+tokens, PINs) are SecretStr: they never appear in logs or reprs. Device entries accept batmon-ha's
+fields (address, type, alias, pin, adapter, debug, current_calibration, algorithm) so a batmon user's
+devices carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from .topics import slug
+
+IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used. `str()` is one line per problem: `file: field: what is allowed`."""
+
+    def __init__(self, path: str | Path, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("\n".join(f"{self.path}: {p}" for p in problems))
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (self-signed test brokers only)")
+
+
+class MqttConfig(Strict):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttConfig:
+        """mqtt://[user:pass@]host[:port] or mqtts://... (TLS with the system CAs)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker URL {url!r}: expected mqtt://[user:pass@]host[:port] or mqtts://...")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=SecretStr(unquote(parts.password)) if parts.password else None,
+            tls=TlsConfig() if parts.scheme == "mqtts" else None,
+        )
+
+    def display(self) -> str:
+        """host:port with the user but never the password."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+class DeviceConfig(Strict):
+    """One BMS. batmon-ha's field names are accepted as they are."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: str
+    address: str | None = Field(None, description="BLE MAC or advertised name, serial port path, or proxy target")
+    alias: str | None = None
+    id: IdStr | None = Field(None, description="stable id on the bus; default: slug of alias or address")
+    pin: SecretStr | None = None
+    adapter: str | None = None
+    debug: bool = False
+    current_calibration: float = 1.0
+    invert_current: bool = False
+    algorithm: str | None = None
+    note: str | None = None
+    sample_period: float | None = Field(None, gt=0)
+    publish_period: float | None = Field(None, gt=0)
+    keep_alive: bool = True
+    # simulated devices
+    protocol: str | None = Field(None, description="simulated: the protocol the emulated BMS speaks")
+    cells: int | None = Field(None, ge=1, le=32)
+    chemistry: Literal["lfp", "nmc", "lto"] | None = None
+    capacity_ah: float | None = Field(None, gt=0)
+    soc: float | None = Field(None, ge=0, le=100)
+    options: dict[str, Any] = Field(default_factory=dict, description="protocol-specific options")
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> DeviceConfig:
+        if self.id is None:
+            base = self.alias or self.address
+            if not base:
+                raise ValueError("a device needs an alias, an id or an address")
+            self.id = slug(base)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.alias or self.id or "bms"
+
+
+class CollectorConfig(Strict):
+    id: IdStr = "collector"
+    sample_period: float = Field(1.0, gt=0)
+    publish_period: float | None = Field(None, gt=0)
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(50_000_000, ge=0)
+
+
+class GroupConfig(Strict):
+    id: IdStr
+    name: str | None = None
+    members: list[IdStr] = Field(min_length=1)
+    topology: Literal["parallel", "series"] = "parallel"
+
+
+class AggregatorConfig(Strict):
+    state_dir: Path = Path("state")
+    dt_max: float = Field(60.0, gt=0, description="gaps longer than this (s) are not integrated")
+    groups: list[GroupConfig] = Field(default_factory=list)
+    timeout: float = Field(120.0, gt=0, description="a device silent longer than this (s) is stale")
+    reorder_window: float = Field(2.0, ge=0, description="source-time seconds a sample is held so a late one can "
+                                  "still be integrated in order; later ones are dropped and counted")
+    publish_interval: float = Field(1.0, gt=0, description="at most one battery/<id>/state per id per this (s)")
+    snapshot_interval: float = Field(60.0, gt=0, description="s between state snapshots (the journal covers the rest)")
+    fsync_journal: bool = Field(False, description="fsync every journal write: survives power loss, costs I/O")
+
+
+class HaBridgeConfig(Strict):
+    enabled: bool = True
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                                  description="HA's MQTT discovery prefix (MQTT integration options)")
+    expire_after: int = Field(120, ge=0, description="s without a value before HA shows a sensor unavailable; 0 = never")
+    birth_topic: str = Field("homeassistant/status", pattern=r"^[^#+]+$",
+                             description="HA's status topic; `online` there re-sends discovery and states")
+    republish_jitter: float = Field(3.0, ge=0, description="max random delay (s) before re-sending after HA's birth")
+    command_expiry: float = Field(15.0, gt=0, description="s a command from HA stays valid on the bus")
+    remove_stale: bool = Field(True, description="after start, clear our retained discovery of devices that are gone")
+    settle_time: float = Field(5.0, ge=0, description="s to collect retained state before removing stale devices")
+
+
+class InfluxConfig(Strict):
+    url: str | None = None
+    token: SecretStr | None = None
+    org: str = "bmsbus"
+    bucket: str = "bmsbus"
+    measurement_prefix: str = ""
+    batch_size: int = Field(500, ge=1)
+    flush_interval: float = Field(2.0, gt=0)
+
+
+class Config(Strict):
+    site: IdStr = "home"
+    topic_root: str = "bmsbus/v1"
+    mqtt: MqttConfig | None = Field(None, description="absent: `bmsbus stack` starts an embedded broker")
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+    ha_bridge: HaBridgeConfig = Field(default_factory=HaBridgeConfig)
+    influx: InfluxConfig = Field(default_factory=InfluxConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    source_path: Path | None = Field(None, exclude=True)
+
+    @field_validator("topic_root")
+    @classmethod
+    def _topic_root(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_/-]+", v) or v.startswith("/") or "//" in v:
+            raise ValueError("must be topic levels of [A-Za-z0-9_-] separated by '/', without wildcards")
+        return v.strip("/")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.id in seen:
+                raise ValueError(f"devices[{i}] has id {d.id!r}, already used by devices[{seen[d.id]}]; "
+                                 "set a distinct `id` or `alias`")
+            seen[d.id] = i  # type: ignore[index]
+        known = set(seen)
+        for g in self.aggregator.groups:
+            if g.id in known:
+                raise ValueError(f"group id {g.id!r} is also a device id")
+            missing = [m for m in g.members if m not in known]
+            if missing:
+                raise ValueError(f"group {g.id!r} names unknown devices {missing}; known: {sorted(known)}")
+        return self
+
+    @property
+    def broker(self) -> MqttConfig | None:
+        return self.mqtt
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling; see docs/configuration.md)"
+    elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
+        msg = f"must be one of {err['ctx']['expected']} (got {err.get('input')!r})"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{loc or '<top level>'}: {msg}"
+
+
+def parse_config(data: Any, path: str | Path = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [f"<top level>: must be a mapping of settings, got {type(data).__name__}"])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_format_error(e) for e in exc.errors()]) from None
+    cfg.source_path = Path(path)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(p, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(p, [f"YAML syntax error at {where}: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(data, p)
