@@ -71,14 +71,18 @@ def _read_line(stream: IO[str], proc: subprocess.Popen[str], what: str, timeout:
 
 
 def _stop(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
-    if proc is None or proc.poll() is not None:
+    if proc is None:
         return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
 
 
 @dataclass
@@ -299,12 +303,12 @@ def _zoo_main(argv: list[str]) -> None:
         base = rssis.get(device.address.upper(), -60)
         path = f"{self.get_object_path()}/dev_{device.address.replace(':', '_')}"
         known = self.devices.get(path)
+        if known is None:
+            device.rssi = base
         await original_add_device(self, device)
         if known is not None and not known.connected:
             known.rssi = base + random.choice((-1, 0, 1))
             known.properties_changed.emit(("org.bluez.Device1", {"RSSI": ("n", known.rssi)}, []))
-        elif known is None:
-            device.rssi = base
 
     Adapter.add_device = add_device  # type: ignore[method-assign]
     Device.pair = pair  # type: ignore[method-assign]

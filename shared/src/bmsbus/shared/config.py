@@ -122,6 +122,125 @@ class GroupConfig(Strict):
     name: str | None = None
     members: list[IdStr] = Field(min_length=1)
     topology: Literal["parallel", "series"] = "parallel"
+    algorithm: str | None = Field(None, description="batmon-style 'soc STOP% [START%]' acting on every member's "
+                                  "charge switch (docs/charge-control.md)")
+
+
+# --- aggregator: charge control, cell states, alarms (docs/charge-control.md, docs/aggregator.md) ---------
+
+Curve = list[tuple[float, float]]
+
+
+class ChargeControlConfig(Strict):
+    """Per-pack CVL/CCL/DCL. Voltages are per cell (× the pack's cell count); defaults suit LFP."""
+
+    enabled: bool = Field(True, description="compute and publish battery/<id>/control")
+    max_charge_current: float = Field(50.0, ge=0, description="A per pack: the configured maximum CCL")
+    max_discharge_current: float = Field(60.0, ge=0, description="A per pack: the configured maximum DCL")
+    min_cell_voltage: float = Field(2.9, gt=0, description="V: the CVL never goes below this × cells")
+    max_cell_voltage: float = Field(3.45, gt=0, description="V: bulk/absorption target per cell")
+    float_cell_voltage: float = Field(3.375, gt=0, description="V: float target per cell")
+    voltage_drop: float = Field(0.0, ge=0, description="V added to the published CVL (cable drop to the charger)")
+    state_machine: bool = Field(True, description="bulk -> absorption -> float -> re-bulk; off: CVL = max × cells")
+    float_after: float = Field(900.0, ge=0, description="s in absorption before float")
+    float_cell_diff: float = Field(0.010, ge=0, description="V: absorption timing starts at max voltage only with "
+                                   "cell delta <= this")
+    float_cell_deviation: float = Field(0.003, ge=0, description="V: delta above float_cell_diff + this restarts the "
+                                        "absorption timer")
+    absorption_tolerance: float = Field(0.5, ge=0, description="V: pack below max - this cancels the absorption timer")
+    bulk_soc: float | None = Field(80.0, ge=0, le=100, description="%: re-bulk from float below this SoC (null: off)")
+    bulk_cell_diff: float | None = Field(0.080, ge=0, description="V: re-bulk from float at this cell delta (null: off)")
+    float_ramp_rate: float = Field(0.001, gt=0, description="V/s: CVL ramp down into float")
+    cvl_controller: Literal["penalty", "i", "clipped", "off"] = Field(
+        "penalty", description="cell-overvoltage CVL reduction: penalty sum, I-controller, clipped sum, or none")
+    cvl_i_factor: float = Field(0.2, gt=0, description="V/V per evaluation, I-controller gain")
+    cvl_recovery_hold: float = Field(60.0, ge=0, description="s a reduced CVL is held before it may rise")
+    cvl_recovery_rate: float = Field(0.001, ge=0, description="V/s the CVL rises after the hold (0: jump)")
+    soc_reset_cell_voltage: float = Field(3.65, gt=0, description="V per cell during a periodic SoC reset charge")
+    soc_reset_after_days: float | None = Field(None, gt=0, description="days between SoC reset charges (null: off)")
+    curve_mode: Literal["linear", "step"] = Field("linear", description="between curve points: interpolate, or take "
+                                                  "the lower of the two bracketing values")
+    charge_cell_voltage_curve: Curve | None = Field(
+        [(3.375, 1.0), (3.4, 0.25), (3.425, 0.05), (3.45, 0.005), (3.5, 0.0)],
+        description="[max cell V, fraction of max_charge_current] (null: off)")
+    discharge_cell_voltage_curve: Curve | None = Field(
+        [(2.8, 0.0), (2.9, 0.005), (3.0, 0.05), (3.1, 0.25), (3.19, 1.0)],
+        description="[min cell V, fraction of max_discharge_current] (null: off)")
+    charge_temperature_curve: Curve | None = Field(
+        [(0, 0.0), (2, 0.25), (5, 0.5), (10, 1.0), (40, 1.0), (45, 0.5), (50, 0.25), (55, 0.0)],
+        description="[°C, fraction], evaluated at the min and the max temperature; the lower wins")
+    discharge_temperature_curve: Curve | None = Field(
+        [(-10, 0.0), (0, 0.25), (5, 0.5), (10, 1.0), (40, 1.0), (45, 0.5), (50, 0.25), (55, 0.0)],
+        description="[°C, fraction], evaluated at the min and the max temperature; the lower wins")
+    mos_temperature_curve: Curve | None = Field([(70, 1.0), (80, 0.25), (90, 0.0)],
+                                                description="[MOSFET °C, fraction], charge and discharge")
+    charge_soc_curve: Curve | None = Field(None, description="[SoC %, fraction], e.g. [[85,1],[90,.5],[95,.2],[98,.1]]")
+    discharge_soc_curve: Curve | None = Field(None, description="[SoC %, fraction], e.g. [[5,.1],[10,.2],[15,.5],[20,1]]")
+    recalculate_every: float = Field(60.0, ge=0, description="s: a rising current limit is updated at most this often")
+    recalculate_on_change: float = Field(0.33, ge=0, description="...unless it rose by at least this fraction")
+    recovery_threshold: float = Field(0.015, ge=0, description="fraction of max a limit must exceed to leave 0")
+    current_recovery_hold: float = Field(30.0, ge=0, description="s a limit stays at 0 before it may recover")
+    current_recovery_rate: float = Field(5.0, ge=0, description="A/s a recovering limit rises (0: jump)")
+    telemetry_timeout: float = Field(60.0, gt=0, description="s without a sample before telemetry counts as lost")
+    block_on_disconnect: bool = Field(False, description="lost telemetry blocks at once (else see the grace rules)")
+    disconnect_grace: float = Field(1800.0, ge=0, description="s limits are kept after telemetry loss, only if the "
+                                    "last cells were inside safe_cell_min..safe_cell_max")
+    safe_cell_min: float = Field(3.225, gt=0, description="V: lowest last cell that allows the grace period")
+    safe_cell_max: float = Field(3.375, gt=0, description="V: highest last cell that allows the grace period")
+    switch_fets: bool = Field(False, description="turn the BMS charge/discharge switches off when a limit blocks "
+                              "and on when it clears (commands on bms/<id>/cmd)")
+    command_ttl: float = Field(30.0, gt=0, description="s until a command the aggregator issues expires")
+
+
+class WebhookConfig(Strict):
+    url: str = Field(pattern=r"^https?://", description="http(s) URL; receives a JSON POST")
+    timeout: float = Field(5.0, gt=0, description="s per attempt")
+    retries: int = Field(2, ge=0, description="extra attempts after a failure (connection error or 5xx)")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionConfig(Strict):
+    """One thing to do on a transition: exactly one of switch, publish, webhook."""
+
+    switch: str | None = Field(None, description="BMS switch to set, e.g. charge, discharge, heater")
+    value: bool | None = Field(None, description="the value to set `switch` to")
+    publish: str | None = Field(None, description="MQTT topic to publish `payload` to")
+    payload: str = Field("{state}", description="payload; {rule} {state} {battery} {value} are filled in")
+    retain: bool = False
+    webhook: WebhookConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ActionConfig:
+        chosen = [k for k in ("switch", "publish", "webhook") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"an action needs exactly one of switch, publish, webhook (got {chosen or 'none'})")
+        if self.switch is not None and self.value is None:
+            raise ValueError("a switch action needs `value: true|false`")
+        return self
+
+
+class CellStateConfig(Strict):
+    """A low/normal state with hysteresis on one quantity, and what to do on each transition."""
+
+    name: IdStr
+    quantity: Literal["cell_min", "cell_max", "cell_delta", "voltage", "soc", "temperature_min",
+                      "temperature_max"] = "cell_min"
+    low: float = Field(description="enter `low` at or beyond this (below it if low < normal, above it otherwise)")
+    normal: float = Field(description="back to `normal` at or beyond this, the other way")
+    batteries: list[IdStr] | None = Field(None, description="pack or group ids (default: every pack)")
+    on_low: list[ActionConfig] = Field(default_factory=list)
+    on_normal: list[ActionConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> CellStateConfig:
+        if self.low == self.normal:
+            raise ValueError("low and normal must differ (that difference is the hysteresis)")
+        return self
+
+
+class AlarmsConfig(Strict):
+    webhook: WebhookConfig | None = Field(None, description="POSTed once when an alarm becomes active")
+    stale: bool = Field(True, description="raise a `stale` alarm for a device silent longer than timeout")
 
 
 class AggregatorConfig(Strict):
@@ -134,6 +253,11 @@ class AggregatorConfig(Strict):
     publish_interval: float = Field(1.0, gt=0, description="at most one battery/<id>/state per id per this (s)")
     snapshot_interval: float = Field(60.0, gt=0, description="s between state snapshots (the journal covers the rest)")
     fsync_journal: bool = Field(False, description="fsync every journal write: survives power loss, costs I/O")
+    charge_control: ChargeControlConfig = Field(default_factory=ChargeControlConfig)
+    cell_states: list[CellStateConfig] = Field(default_factory=list)
+    scripts_dir: Path | None = Field(None, description="folder of <name>_low_* / <name>_normal_* executables")
+    script_timeout: float = Field(30.0, gt=0, description="s before a script is killed")
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
 
 
 class HaBridgeConfig(Strict):

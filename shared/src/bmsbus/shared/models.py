@@ -244,7 +244,7 @@ class Control(BusModel):
         default=None, description="batmon-style SoC window state, if an `algorithm` is configured")
     soc_reset_due: bool = False
     last_full_charge: Finite | None = None
-    members: dict[str, str] = Field(default_factory=dict, description="group: member -> its limiting reason")
+    members: dict[str, str] = Field(default_factory=dict, description="group: member -> its mode")
 
 
 class BadMessage(ValueError):

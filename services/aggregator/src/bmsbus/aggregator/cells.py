@@ -23,14 +23,20 @@ class CellStats:
 
 
 def cell_stats(cells: Sequence[float] | None) -> CellStats | None:
-    """Min, max, average and their indices; None for no cells. Non-finite entries are ignored."""
+    """Min, max, average and their (first) indices; None for no cells. Non-finite entries are ignored
+    (the bus never carries them, but a list built elsewhere might)."""
     if not cells:
         return None
-    good = [(v, i) for i, v in enumerate(cells) if math.isfinite(v)]
-    if not good:
-        return None
-    lo = min(good)
-    hi = max(good, key=lambda e: (e[0], -e[1]))  # the first index of the maximum
-    total = math.fsum(v for v, _ in good)
-    return CellStats(min=lo[0], max=hi[0], avg=total / len(good), min_index=lo[1], max_index=hi[1],
-                     count=len(good), sum=total)
+    total = math.fsum(cells)
+    if not math.isfinite(total):
+        good = [v for v in cells if math.isfinite(v)]
+        if not good:
+            return None
+        lo, hi = min(good), max(good)
+        total = math.fsum(good)
+        n = len(good)
+    else:
+        lo, hi = min(cells), max(cells)
+        n = len(cells)
+    return CellStats(min=lo, max=hi, avg=total / n, min_index=list(cells).index(lo), max_index=list(cells).index(hi),
+                     count=n, sum=total)

@@ -3,25 +3,41 @@
 Inputs are `on_sample(sample, now)` and `tick(now)`; `now` is the aggregator's clock (staleness,
 telemetry loss), `sample.ts` the source clock (meters, charge-control timers). Given the same inputs in the
 same order the engine ends in the same state: that is what lets the store replay its journal after a
-crash. Side effects (commands, actions) are not performed here: they are appended to `effects` for the
-service to carry out, and dropped during a replay.
+crash. Side effects (commands, publishes, webhooks, scripts) are not performed here: they are appended to
+`effects` for the service to carry out, and dropped during a replay (they happened before the crash).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import math
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bmsbus.shared.config import AggregatorConfig, DeviceConfig
-from bmsbus.shared.models import BatteryState, Sample
+from bmsbus.shared.config import ActionConfig, AggregatorConfig, CellStateConfig, DeviceConfig
+from bmsbus.shared.models import ActiveAlarm, BatteryState, Control, Sample
+from bmsbus.shared.models import Limit as LimitModel
 
+from .alarms import Alarm, Alarms
+from .cellstates import CellStates, quantity
+from .control import Curves, Limit, Output, PackControl, Reading, group_output
 from .groups import Group
+from .meters import Point
 from .pack import Pack
+from .socwindow import SocWindow, SocWindowSpec
 
 log = logging.getLogger("bmsbus.aggregator")
+
+def _finite(v: Any) -> Any:
+    """Sums of absurd (but finite) inputs can overflow: an infinite value is absent, never published."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [x for x in v if not isinstance(x, float) or math.isfinite(x)]
+    return v
+
 
 GROUPED_HISTORY = 1024  # committed points a group member keeps for interpolation
 UNGROUPED_HISTORY = 2
@@ -29,7 +45,13 @@ UNGROUPED_HISTORY = 2
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """Something the service should do in the world: publish a command, call a webhook, run a script."""
+    """Something the service should do in the world.
+
+    kind "command": target = bms id, data {switch, value, origin}
+    kind "publish": target = topic, data {payload, retain}
+    kind "webhook": target = url, data {body, timeout, retries, headers}
+    kind "script":  target = file name prefix "<rule>_<state>_", data {env}
+    """
 
     kind: str
     target: str
@@ -39,7 +61,8 @@ class Effect:
 class Engine:
     def __init__(self, cfg: AggregatorConfig, devices: Sequence[DeviceConfig] = ()) -> None:
         self.cfg = cfg
-        self.devices = {d.id: d for d in devices if d.id}
+        self.cc = cfg.charge_control
+        self.curves = Curves.of(self.cc)
         self.packs: dict[str, Pack] = {}
         self.groups: dict[str, Group] = {
             g.id: Group.new(g.id, g.name or g.id, g.members, g.topology, cfg.dt_max, cfg.timeout) for g in cfg.groups}
@@ -47,17 +70,31 @@ class Engine:
         for g in cfg.groups:
             for m in g.members:
                 self.groups_of.setdefault(m, []).append(g.id)
+        # batmon SoC windows: per device from its `algorithm`, per group from the group's.
+        self.window_specs: dict[str, SocWindowSpec] = {}
+        for d in devices:
+            if d.algorithm and d.id:
+                self.window_specs[d.id] = SocWindowSpec.parse(d.algorithm)
+        for g in cfg.groups:
+            if g.algorithm:
+                self.window_specs[g.id] = SocWindowSpec.parse(g.algorithm)
+        self.windows: dict[str, SocWindow] = {id: SocWindow() for id in self.window_specs}
+        self.controls: dict[str, PackControl] = {}
+        self.alarms: dict[str, Alarms] = {}
+        self.cell_states = CellStates()
         self.dirty: set[str] = set()  # ids whose state changed since the service last published them
+        self.control_dirty: set[str] = set()
         self.refused = Counter[str]()
-        self.effects: list[Effect] = []
+        self.effects: deque[Effect] = deque(maxlen=10_000)
         self._stale: dict[str, bool] = {}
+        self.fets: dict[str, dict[str, bool]] = {}  # switch_fets: the last allow state acted on, per bms
 
     # -- inputs
     def pack(self, bms: str) -> Pack:
         pack = self.packs.get(bms)
         if pack is None:
             pack = self.packs[bms] = Pack.new(bms, self.cfg.dt_max, self.cfg.reorder_window)
-            pack.history = type(pack.history)(maxlen=GROUPED_HISTORY if bms in self.groups_of else UNGROUPED_HISTORY)
+            pack.history = deque(maxlen=GROUPED_HISTORY if bms in self.groups_of else UNGROUPED_HISTORY)
         return pack
 
     def on_sample(self, s: Sample, now: float) -> bool:
@@ -70,6 +107,8 @@ class Engine:
         self._commit(pack, pack.release())
         self.dirty.add(pack.id)
         self.dirty.update(self.groups_of.get(pack.id, ()))
+        if pack.live is s:  # the newest reading: act on it (a late one only feeds the meters)
+            self._live(pack, s, now)
         return True
 
     def tick(self, now: float) -> bool:
@@ -82,6 +121,28 @@ class Engine:
                 self._commit(pack, pack.release(upto=float("inf")))
                 self.dirty.add(pack.id)
                 changed = True
+            if pack.last_arrival is None:
+                continue
+            silent = now - pack.last_arrival
+            if self.cfg.alarms.stale and silent > self.cfg.timeout:
+                alarm = self.alarms_of(pack.id).raise_("stale", pack.last_arrival + self.cfg.timeout,
+                                                       f"No data for more than {self.cfg.timeout:g} s")
+                if alarm is not None:
+                    self._new_alarms(pack.id, [alarm])
+                    changed = True
+            control = self.controls.get(pack.id)
+            if control is not None and self.cc.enabled and control.silence(silent, self.cc):
+                changed = True
+                self.control_dirty.add(pack.id)
+                if control.blocked:
+                    alarm = self.alarms_of(pack.id).raise_("telemetry_lost", now)
+                    if alarm is not None:
+                        self._new_alarms(pack.id, [alarm])
+                self._fet_actions(pack.id, control)
+                self.control_dirty.update(self.groups_of.get(pack.id, ()))
+        for gid in self.groups:
+            if self._group_alarms(gid, now):
+                changed = True
         for id in self.packs.keys() | self.groups.keys():
             stale = self._is_stale(id, now)
             if self._stale.get(id) != stale:
@@ -89,12 +150,166 @@ class Engine:
                 self.dirty.add(id)
         return changed
 
-    def _commit(self, pack: Pack, points: list[Any]) -> None:
+    def _commit(self, pack: Pack, points: list[Point]) -> None:
         if not points:
             return
         for gid in self.groups_of.get(pack.id, ()):
-            self.groups[gid].committed(points, self.packs)
+            group = self.groups[gid]
+            group.committed(points, self.packs)
             self.dirty.add(gid)
+            for m in group.members:
+                self._trim_history(m)
+
+    def _trim_history(self, member: str) -> None:
+        """Keep only the points a group may still interpolate from: from the last one at or before the
+        oldest time any of its groups has yet to evaluate."""
+        pack = self.packs.get(member)
+        if pack is None:
+            return
+        marks = [self.groups[g].evaluated_ts for g in self.groups_of.get(member, ())]
+        if not marks or any(t is None for t in marks):
+            return
+        keep_from = min(marks)  # type: ignore[type-var]
+        h = pack.history
+        while len(h) >= 2 and h[1].ts <= keep_from:
+            h.popleft()
+
+    # -- rules on the newest reading
+    def _live(self, pack: Pack, s: Sample, now: float) -> None:
+        alarms = self.alarms_of(pack.id)
+        alarms.clear("stale")
+        alarms.clear("telemetry_lost")
+        new = alarms.update("bms", {code: None for code in (s.alarms or [])}, s.ts)
+        if self.cc.enabled:
+            control = self.controls.setdefault(pack.id, PackControl())
+            control.evaluate(Reading.of(s), self.cc, self.curves)
+            self.control_dirty.add(pack.id)
+            self._fet_actions(pack.id, control)
+            if control.voltage.soc_too_low_to_float:
+                if (a := alarms.raise_("soc_too_low_to_float", s.ts)) is not None:
+                    new.append(a)
+            else:
+                alarms.clear("soc_too_low_to_float")
+        self._new_alarms(pack.id, new)
+        if pack.id in self.windows:
+            switch = (s.switches or {}).get("charge")
+            decision = self.windows[pack.id].evaluate(self.window_specs[pack.id], s.ts, s.soc, switch)
+            if decision is not None:
+                self._command(pack.id, "charge", decision[0], f"soc window: {decision[1]}")
+        self._cell_states(pack.id, lambda: pack.readings())
+        for gid in self.groups_of.get(pack.id, ()):
+            self._group_live(gid, s, now)
+
+    def _group_live(self, gid: str, s: Sample, now: float) -> None:
+        if self.cc.enabled:
+            self.control_dirty.add(gid)  # computed when published: once per interval, not per member sample
+        g = self.groups[gid]
+        if gid in self.windows:
+            readings = g.readings(self.packs, now, lambda p: p.is_stale(now, self.cfg.timeout))
+            members = [self.packs[m].live for m in g.members if m in self.packs and self.packs[m].live]
+            states = [(m.switches or {}).get("charge") for m in members]  # type: ignore[union-attr]
+            switch = True if any(st is True for st in states) else (False if states and all(
+                st is False for st in states) else None)
+            decision = self.windows[gid].evaluate(self.window_specs[gid], s.ts, readings.get("soc"), switch)
+            if decision is not None:
+                for m in g.members:
+                    self._command(m, "charge", decision[0], f"soc window of {gid}: {decision[1]}")
+        self._cell_states(gid, lambda: g.readings(self.packs, now, lambda p: p.is_stale(now, self.cfg.timeout)))
+
+    def group_control(self, gid: str) -> Output | None:
+        g = self.groups[gid]
+        members = [(m, self.controls[m].output, self.packs[m].capacity) for m in g.members
+                   if m in self.controls and self.controls[m].output is not None]
+        return group_output(g.topology, members)  # type: ignore[arg-type]
+
+    def _group_alarms(self, gid: str, now: float) -> bool:
+        g = self.groups[gid]
+        stale = [m for m in g.members if m not in self.packs or self.packs[m].is_stale(now, self.cfg.timeout)]
+        alarms = self.alarms_of(gid)
+        changed = False
+        if stale and len(stale) < len(g.members):
+            a = alarms.raise_("degraded", now, f"Silent members left out: {', '.join(stale)}")
+            if a is not None:
+                self._new_alarms(gid, [a])
+                changed = True
+        elif alarms.clear("degraded"):
+            changed = True
+        return changed
+
+    def _fet_actions(self, bms: str, control: PackControl) -> None:
+        """With switch_fets: switch charge/discharge off when a limit blocks, on when it clears."""
+        if not self.cc.switch_fets or control.output is None:
+            return
+        want = {"charge": control.allow_charge_ex_switch, "discharge": control.output.allow_discharge}
+        # The discharge limit includes the BMS's own switch; switching on what the BMS itself turned off
+        # would fight its protection, so only act on the aggregator's own reasons.
+        if control.output.dcl.reason == "BMS discharge switch off":
+            want.pop("discharge")
+        last = self.fets.setdefault(bms, {})
+        for switch, value in want.items():
+            if last.get(switch) is None:
+                last[switch] = value
+                if value:
+                    continue  # first evaluation and allowed: nothing to undo
+            elif last[switch] == value:
+                continue
+            last[switch] = value
+            reason = (control.output.ccl if switch == "charge" else control.output.dcl).reason
+            self._command(bms, switch, value, f"charge control: {reason}")
+
+    def _command(self, bms: str, switch: str, value: bool, origin: str) -> None:
+        self.effects.append(Effect("command", bms, {"switch": switch, "value": value, "origin": origin}))
+
+    def _cell_states(self, battery: str, readings: Any) -> None:
+        rules = [r for r in self.cfg.cell_states
+                 if (r.batteries is None and battery in self.packs) or (r.batteries and battery in r.batteries)]
+        if not rules:
+            return
+        values = readings()
+        for rule in rules:
+            value = quantity(values, rule.quantity)
+            state = self.cell_states.update(rule, battery, value)
+            if state is not None:
+                self._actions(rule, battery, state, value)  # type: ignore[arg-type]
+
+    def _actions(self, rule: CellStateConfig, battery: str, state: str, value: float) -> None:
+        fields = {"rule": rule.name, "state": state, "battery": battery, "value": f"{value:.4g}"}
+        actions: list[ActionConfig] = rule.on_low if state == "low" else rule.on_normal
+        for a in actions:
+            if a.switch is not None:
+                targets = self.groups[battery].members if battery in self.groups else [battery]
+                for t in targets:
+                    self._command(t, a.switch, bool(a.value), f"{rule.name} {state}: {rule.quantity} {value:.4g}")
+            elif a.publish is not None:
+                self.effects.append(Effect("publish", a.publish.format_map(fields), {
+                    "payload": a.payload.format_map(fields), "retain": a.retain}))
+            elif a.webhook is not None:
+                self.effects.append(Effect("webhook", a.webhook.url, {
+                    "body": {**fields, "value": value, "quantity": rule.quantity, "event": "cell_state"},
+                    "timeout": a.webhook.timeout, "retries": a.webhook.retries, "headers": a.webhook.headers}))
+        if self.cfg.scripts_dir is not None:
+            self.effects.append(Effect("script", f"{rule.name}_{state}_", {"env": {
+                "BMSBUS_RULE": rule.name, "BMSBUS_STATE": state, "BMSBUS_BATTERY": battery,
+                "BMSBUS_QUANTITY": rule.quantity, "BMSBUS_VALUE": f"{value:.6g}"}}))
+
+    def alarms_of(self, id: str) -> Alarms:
+        a = self.alarms.get(id)
+        if a is None:
+            a = self.alarms[id] = Alarms()
+        return a
+
+    def _new_alarms(self, id: str, new: list[Alarm]) -> None:
+        if not new:
+            return
+        self.dirty.add(id)
+        hook = self.cfg.alarms.webhook
+        if hook is None:
+            return
+        for a in new:
+            self.effects.append(Effect("webhook", hook.url, {
+                "body": {"event": "alarm", "battery": id, "code": a.code, "text": a.text, "since": a.since,
+                         "severity": a.severity, "source": a.source},
+                "timeout": hook.timeout, "retries": hook.retries, "headers": hook.headers}))
 
     # -- outputs
     def _is_stale(self, id: str, now: float) -> bool:
@@ -110,19 +325,58 @@ class Engine:
         if id in self.groups:
             g = self.groups[id]
             values = g.readings(self.packs, now, lambda p: p.is_stale(now, self.cfg.timeout))
+            members = [self.packs[m] for m in g.members if m in self.packs]
+            alarms = self.alarms_of(id).listing() + [
+                {**a, "code": f"{p.id}:{a['code']}", "text": f"{p.id}: {a['text']}"}
+                for p in members for a in self.alarms_of(p.id).listing()]
+            cycles = [p.live.cycles for p in members if p.live and p.live.cycles is not None]
+            if cycles:
+                values["cycles"] = round(sum(cycles) / len(cycles))
             kind = "group"
         else:
             pack = self.packs[id]
             values = pack.readings()
             values["stale"] = pack.is_stale(now, self.cfg.timeout)
+            alarms = self.alarms_of(id).listing()
             kind = "pack"
-        fields = {k: v for k, v in values.items() if v is not None and k in BatteryState.model_fields}
-        return BatteryState(id=id, kind=kind, **fields)
+        fields = {k: f for k, v in values.items()
+                  if k in BatteryState.model_fields and (f := _finite(v)) is not None}
+        return BatteryState(id=id, kind=kind, alarms=[ActiveAlarm(**a) for a in alarms], **fields)
+
+    def control(self, id: str, now: float) -> Control | None:
+        if id in self.groups:
+            out = self.group_control(id)
+            kind = "group"
+            members = {m: self.controls[m].output.mode for m in self.groups[id].members  # type: ignore[union-attr]
+                       if m in self.controls and self.controls[m].output is not None}
+        else:
+            c = self.controls.get(id)
+            out = c.output if c else None
+            kind = "pack"
+            members = {}
+        if out is None:
+            return None
+        window = self.windows.get(id)
+
+        def lim(x: Limit | None) -> LimitModel | None:
+            if x is None or not math.isfinite(x.value):
+                return None
+            return LimitModel(value=round(x.value, 6), reason=x.reason)
+
+        return Control(id=id, kind=kind, ts=now, mode=out.mode, charge_voltage=lim(out.cvl),
+                       charge_current=lim(out.ccl), discharge_current=lim(out.dcl), allow_charge=out.allow_charge,
+                       allow_discharge=out.allow_discharge, soc_window=window.state if window else None,
+                       soc_reset_due=out.soc_reset_due, last_full_charge=out.last_full_charge, members=members)
 
     # -- persistence
     def dump(self) -> dict[str, Any]:
         return {"packs": {id: p.dump() for id, p in self.packs.items()},
                 "groups": {id: g.dump() for id, g in self.groups.items()},
+                "controls": {id: c.dump() for id, c in self.controls.items()},
+                "windows": {id: w.dump() for id, w in self.windows.items()},
+                "alarms": {id: a.dump() for id, a in self.alarms.items()},
+                "cell_states": self.cell_states.dump(),
+                "fets": self.fets,
                 "refused": dict(self.refused)}
 
     def load(self, d: dict[str, Any]) -> None:
@@ -132,8 +386,7 @@ class Engine:
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("state of pack %s unreadable (%s); its meters start from zero", id, exc)
                 continue
-            pack.history = type(pack.history)(pack.history,
-                                              maxlen=GROUPED_HISTORY if id in self.groups_of else UNGROUPED_HISTORY)
+            pack.history = deque(pack.history, maxlen=GROUPED_HISTORY if id in self.groups_of else UNGROUPED_HISTORY)
             self.packs[id] = pack
         for id, gd in d.get("groups", {}).items():
             if id in self.groups:  # a group no longer configured is forgotten
@@ -141,5 +394,18 @@ class Engine:
                     self.groups[id].restore(gd)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.error("state of group %s unreadable (%s); its meters start from zero", id, exc)
+        for id, cd in d.get("controls", {}).items():
+            try:
+                self.controls[id] = PackControl.load(cd)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("charge-control state of %s unreadable (%s); it starts afresh", id, exc)
+        for id, wd in d.get("windows", {}).items():
+            if id in self.windows:
+                self.windows[id] = SocWindow.load(wd)
+        for id, ad in d.get("alarms", {}).items():
+            self.alarms[id] = Alarms.load(ad)
+        self.cell_states.load(d.get("cell_states", {}))
+        self.fets.update(d.get("fets", {}))
         self.refused.update(d.get("refused", {}))
         self.dirty.update(self.ids())
+        self.control_dirty.update(self.controls.keys() | self.groups.keys())

@@ -9,7 +9,8 @@ one pack can charge another, and that circulating current is neither energy in n
 group. The series is built on the source clock: at every time a member committed a point, each member's
 value is interpolated linearly between its own committed points, and the group point is their combination.
 A time is evaluated only once every member has a point at or after it (so nothing is extrapolated),
-or has been silent for longer than `timeout` at that time (source clock) and is then left out. A member
+or is absent: its newest point is more than `timeout` older than the newest point of any member (source
+clock), and it is then left out after its last point. A member
 with a gap longer than dt_max around that time has no value there, so the group has none either, and
 the group interval spans the hole like any missing value (or is not bridged, if longer than dt_max).
 
@@ -81,6 +82,8 @@ class Group:
     timeout: float
     evaluated_ts: float | None = None
     times: list[float] = field(default_factory=list)  # sorted, unique, > evaluated_ts
+    first_ts: float | None = None  # the first time any member gave us: a member never heard of is awaited
+                                   # until `timeout` after it, then left out
 
     @classmethod
     def new(cls, id: str, name: str, members: list[str], topology: str, dt_max: float, timeout: float) -> Group:
@@ -90,6 +93,8 @@ class Group:
     def committed(self, points: Iterable[Point], packs: Mapping[str, Pack]) -> None:
         """Members committed these points: evaluate every group time that is now ready."""
         for p in points:
+            if self.first_ts is None or p.ts < self.first_ts:
+                self.first_ts = p.ts
             if self.evaluated_ts is not None and p.ts <= self.evaluated_ts:
                 continue
             i = bisect.bisect_left(self.times, p.ts)
@@ -100,20 +105,30 @@ class Group:
         self._advance(packs)
 
     def _advance(self, packs: Mapping[str, Pack]) -> None:
+        lasts: dict[str, float | None] = {}
+        for m in self.members:
+            pack = packs.get(m)
+            lasts[m] = pack.history[-1].ts if pack is not None and pack.history else None
+        newest = max((t for t in lasts.values() if t is not None), default=None)
+        if newest is None:
+            return
+        # A member whose newest point is more than `timeout` behind the newest of the group (or who has
+        # not been heard of `timeout` after the group's first point) is absent: the group does not wait
+        # for it beyond its last point.
+        absent = {m for m, last in lasts.items()
+                  if (last is None and self.first_ts is not None and newest - self.first_ts > self.timeout)
+                  or (last is not None and newest - last > self.timeout)}
         done = 0
         for t in self.times:
             values: list[Point] = []
             ready = True
             for m in self.members:
-                pack = packs.get(m)
-                last = pack.history[-1].ts if pack is not None and pack.history else None
-                if last is None:
-                    continue  # never heard of: not part of the group's flow yet
-                if last >= t:
-                    v = interpolate(pack.history, t, self.meters.dt_max)  # type: ignore[union-attr]
+                last = lasts[m]
+                if last is not None and last >= t:
+                    v = interpolate(packs[m].history, t, self.meters.dt_max)
                     values.append(v if v is not None else Point(t, None, None, None))
-                elif t - last > self.timeout:
-                    continue  # silent for too long at t: left out
+                elif m in absent:
+                    continue  # silent for too long: left out past its last point
                 else:
                     ready = False  # wait for this member to reach t
                     break
@@ -184,12 +199,14 @@ class Group:
 
     # -- persistence
     def dump(self) -> dict[str, Any]:
-        return {"meters": self.meters.dump(), "evaluated_ts": self.evaluated_ts, "times": self.times}
+        return {"meters": self.meters.dump(), "evaluated_ts": self.evaluated_ts, "times": self.times,
+                "first_ts": self.first_ts}
 
     def restore(self, d: dict[str, Any]) -> None:
         self.meters = Meters.load(d["meters"], self.meters.dt_max)
         self.evaluated_ts = d.get("evaluated_ts")
         self.times = list(d.get("times", []))
+        self.first_ts = d.get("first_ts")
 
 
 def _min(xs: Iterable[float | None]) -> float | None:

@@ -86,9 +86,12 @@ class Integral:
             dt = ts - self.last_ts
             if 0 < dt <= dt_max:
                 pos, neg = trapezoid_split(self.last_value, value, dt)
-                self.inflow.add(pos)
-                self.outflow.add(neg)
-                self.intervals += 1
+                if math.isfinite(self.inflow.total + pos) and math.isfinite(self.outflow.total + neg):
+                    self.inflow.add(pos)
+                    self.outflow.add(neg)
+                    self.intervals += 1
+                else:
+                    self.gaps += 1  # absurd values (an overflow): skipped like a gap, never inf
             elif dt > dt_max:
                 self.gaps += 1
         self.last_ts, self.last_value = ts, value
@@ -189,7 +192,8 @@ class Meters:
 @dataclass(slots=True)
 class Reorder:
     """Holds points for `window` seconds of source time so late arrivals are put in order, and
-    remembers (boot, seq) so a replayed sample is never counted twice.
+    remembers (boot, seq) so a replayed sample is never counted twice: per boot, the highest seq
+    integrated is a watermark; anything at or below it, or older than the last integrated point, is refused.
 
     `offer()` returns why a point was refused ("duplicate" or "late") or None if it was taken;
     `release()` hands out, in time order, the points that are now older than newest - window.
@@ -203,15 +207,17 @@ class Reorder:
     seen: dict[str, int] = field(default_factory=dict)
     max_pending: int = 1000
     max_boots: int = 8
+    # Recently integrated (boot, seq), only to tell a duplicate from a late sample in the counters.
+    recent: deque[tuple[str, int]] = field(default_factory=lambda: deque(maxlen=128))
+    recent_set: set[tuple[str, int]] = field(default_factory=set)
 
     def offer(self, boot: str, seq: int, point: Point) -> str | None:
+        key = (boot, seq)
+        if key in self.recent_set or any(b == boot and s == seq for _, b, s, _ in self.pending):
+            return "duplicate"
         last = self.seen.get(boot)
-        if last is not None and seq <= last:
-            return "duplicate"
-        if any(b == boot and s == seq for _, b, s, _ in self.pending):
-            return "duplicate"
-        if self.committed_ts is not None and point.ts < self.committed_ts:
-            return "late"
+        if (last is not None and seq <= last) or (self.committed_ts is not None and point.ts < self.committed_ts):
+            return "late"  # (or a duplicate of something integrated long ago: refused all the same)
         bisect.insort(self.pending, (point.ts, boot, seq, point), key=lambda e: (e[0], e[1], e[2]))
         if self.newest_ts is None or point.ts > self.newest_ts:
             self.newest_ts = point.ts
@@ -228,6 +234,10 @@ class Reorder:
         out, self.pending = self.pending[:n], self.pending[n:]
         for ts, boot, seq, _ in out:
             self.committed_ts = ts
+            if len(self.recent) == self.recent.maxlen:
+                self.recent_set.discard(self.recent[0])
+            self.recent.append((boot, seq))
+            self.recent_set.add((boot, seq))
             if seq > self.seen.get(boot, -1):
                 self.seen.pop(boot, None)  # re-insert: the dict keeps the most recently used boots last
                 self.seen[boot] = seq

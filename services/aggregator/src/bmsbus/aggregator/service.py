@@ -1,12 +1,14 @@
 """The aggregator service: samples in, battery states (meters, groups, charge control) out.
 
-    bms/+/sample        -> Engine (pure) -> battery/<id>/state    retained, at most 1/publish_interval per id
-                                         -> battery/<id>/control  retained
-    battery/+/cmd       -> fan out to bms/<member>/cmd, results on battery/<id>/cmd/result
+    bms/+/sample          -> Engine (pure) -> battery/<id>/state     retained, at most 1/publish_interval per id
+                                           -> battery/<id>/control   retained (CVL/CCL/DCL, mode, reasons)
+                                           -> bms/<id>/cmd           switch commands (SoC window, actions)
+    battery/+/cmd         -> fanned out to bms/<member>/cmd; results on battery/<id>/cmd/result
+    bms/+/cmd/result      <- answers to both
 
 One persistent MQTT session (fixed client id, QoS 1) so samples published while the aggregator is away
-are delivered when it is back. Every sample that changed state is journaled before the next one is
-taken; a snapshot every `snapshot_interval` bounds the journal. A restart (even after kill -9) replays
+are delivered when it is back. Every sample that changed state is journaled as soon as it is processed;
+a snapshot every `snapshot_interval` bounds the journal. A restart (even after kill -9) replays
 snapshot + journal and continues the meters exactly. Bad input is counted, logged and skipped.
 """
 
@@ -16,20 +18,38 @@ import argparse
 import asyncio
 import logging
 import time
+import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from bmsbus.shared.bus import Bus, Inbox, run_connected
+from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
 from bmsbus.shared.config import Config
-from bmsbus.shared.models import BadMessage, Sample, parse
+from bmsbus.shared.models import BadMessage, BusModel, Command, CommandResult, Sample, parse
 from bmsbus.shared.runner import ServiceSpec, add_service_command
 from bmsbus.shared.topics import Topics
 
-from .engine import Engine
+from .actions import Actions
+from .engine import Effect, Engine
+from .socwindow import SocWindowSpec
 from .store import StateStore, encode_sample, encode_tick
 
 log = logging.getLogger("bmsbus.aggregator")
 
-PUBLISH_CONCURRENCY = 64
+PUBLISH_CONCURRENCY = 8  # aiomqtt warns above 10 pending publishes
+MAX_BUS_OUT = 10_000
+CONTROL_HEARTBEAT = 60.0  # s between re-publishes of an unchanged battery/<id>/control
+
+
+@dataclass(slots=True)
+class GroupCommand:
+    """A command to a group, fanned out: which member command ids are still open."""
+
+    cmd: Command
+    group: str
+    open: dict[str, str]  # member command id -> member
+    results: dict[str, CommandResult] = field(default_factory=dict)
 
 
 class Aggregator:
@@ -41,8 +61,15 @@ class Aggregator:
         self.inbox = Inbox(self.topics, "aggregator")
         self.engine = Engine(self.acfg, cfg.devices)
         self.store = StateStore(self.acfg.state_dir, fsync_journal=self.acfg.fsync_journal)
+        self.actions: Actions | None = None
+        self.bus_out: deque[tuple[str, bytes, bool]] = deque(maxlen=MAX_BUS_OUT)  # waits for the broker
+        self._bus_ready = asyncio.Event()
+        self.group_commands: dict[str, GroupCommand] = {}  # member command id -> its group command
+        self._seen_group_cmds: OrderedDict[str, None] = OrderedDict()
         self.errors = 0
         self.samples = 0
+        self.disk_errors = 0
+        self._published_control: dict[str, tuple[bytes, float]] = {}
 
     # -- state
     def restore(self) -> None:
@@ -65,35 +92,152 @@ class Aggregator:
                  len(self.engine.packs), len(self.engine.groups), replayed)
 
     def save(self) -> None:
-        self.store.snapshot(self.engine.dump())
+        try:
+            self.store.snapshot(self.engine.dump())
+        except OSError as exc:
+            # The journal still holds everything since the last good snapshot; keep running.
+            self.disk_errors += 1
+            log.error("state snapshot in %s failed: %s (the journal keeps growing until it works)",
+                      self.acfg.state_dir, exc)
+
+    def _journal(self, data: bytes) -> None:
+        try:
+            self.store.append(data)
+        except OSError as exc:
+            self.disk_errors += 1
+            if self.disk_errors <= 5 or self.disk_errors % 1000 == 0:
+                log.error("journal write in %s failed (#%d): %s; the state lives on in memory, a restart now "
+                          "would lose it", self.acfg.state_dir, self.disk_errors, exc)
 
     # -- inputs
-    def handle(self, topic: str, payload: bytes, retain: bool) -> None:
-        from bmsbus.shared.bus import Message
-
-        decoded = self.inbox.decode(Message(topic, payload, retain))
+    def handle(self, msg: Message) -> None:
+        decoded = self.inbox.decode(msg)
         if decoded is None:
             return
         ref, model = decoded
         if ref.kind == "sample" and isinstance(model, Sample):
-            if model.bms != ref.entity:
-                self.inbox._skip("sample", topic, f"sample of {model.bms!r} on the topic of {ref.entity!r}")
-                return
-            now = self.clock()
-            try:
-                accepted = self.engine.on_sample(model, now)
-            except Exception:  # noqa: BLE001 - one bad sample must not stop the aggregator
-                self.errors += 1
-                log.exception("sample %s/%s of %s could not be processed; skipped", model.boot, model.seq, model.bms)
-                return
-            self.samples += 1
-            if accepted:
-                self.store.append(encode_sample(now, payload if b"\n" not in payload else model.to_json()))
+            self._sample(msg, ref.entity, model)
+        elif ref.kind == "battery_cmd" and isinstance(model, Command):
+            self._group_command(msg, ref.entity, model)
+        elif ref.kind == "cmd_result" and isinstance(model, CommandResult):
+            self._command_result(model)
+
+    def _sample(self, msg: Message, entity: str, s: Sample) -> None:
+        if s.bms != entity:
+            self.inbox._skip("sample", msg.topic, f"sample of {s.bms!r} on the topic of {entity!r}")
+            return
+        now = self.clock()
+        try:
+            accepted = self.engine.on_sample(s, now)
+        except Exception:  # noqa: BLE001 - one bad sample must not stop the aggregator
+            self.errors += 1
+            log.exception("sample %s/%s of %s could not be processed; skipped", s.boot, s.seq, s.bms)
+            return
+        self.samples += 1
+        if accepted:
+            self._journal(encode_sample(now, msg.payload if b"\n" not in msg.payload else s.to_json()))
+        self._drain_effects()
 
     def tick(self) -> None:
         now = self.clock()
         if self.engine.tick(now):
-            self.store.append(encode_tick(now))
+            self._journal(encode_tick(now))
+        self._drain_effects()
+        self._expire_group_commands(now)
+
+    # -- effects
+    def _drain_effects(self) -> None:
+        effects = self.engine.effects
+        while effects:
+            self.perform(effects.popleft())
+
+    def perform(self, e: Effect) -> None:
+        now = self.clock()
+        if e.kind == "command":
+            cmd = Command(id=f"agg-{uuid.uuid4().hex[:16]}", switch=e.data["switch"], value=e.data["value"],
+                          issued=now, expires=now + self.acfg.charge_control.command_ttl,
+                          origin=f"aggregator: {e.data['origin']}"[:200])
+            log.info("command to %s: %s=%s (%s)", e.target, cmd.switch, cmd.value, e.data["origin"])
+            self._send(self.topics.bms_cmd(e.target), cmd.to_json())
+        elif e.kind == "publish":
+            self._send(e.target, e.data["payload"].encode(), e.data.get("retain", False))
+        elif e.kind == "webhook" and self.actions is not None:
+            self.actions.webhook(e.target, e.data)
+        elif e.kind == "script" and self.actions is not None:
+            self.actions.scripts(e.target, e.data["env"])
+
+    def _send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        if len(self.bus_out) == self.bus_out.maxlen:
+            log.warning("outgoing queue full; dropped the oldest message")
+        self.bus_out.append((topic, payload, retain))
+        self._bus_ready.set()
+
+    # -- group commands
+    def _group_command(self, msg: Message, gid: str, cmd: Command) -> None:
+        now = self.clock()
+        group = self.engine.groups.get(gid)
+        if group is None:
+            return  # battery/<pack>/cmd is not ours (the collector listens on bms/<pack>/cmd)
+        if msg.retain:
+            self.inbox._skip("battery_cmd", msg.topic, "retained command ignored")
+            return
+        if cmd.id in self._seen_group_cmds:
+            self._result(gid, CommandResult(id=cmd.id, bms=gid, status="rejected", ts=now,
+                                            reason="duplicate command id"))
+            return
+        self._seen_group_cmds[cmd.id] = None
+        while len(self._seen_group_cmds) > 256:
+            self._seen_group_cmds.popitem(last=False)
+        if now > cmd.expires:
+            self._result(gid, CommandResult(id=cmd.id, bms=gid, status="rejected", ts=now,
+                                            reason=f"expired {now - cmd.expires:.1f} s ago"))
+            return
+        gc = GroupCommand(cmd, gid, {})
+        for member in group.members:
+            mid = f"{gid[:20]}-{uuid.uuid4().hex[:20]}"
+            gc.open[mid] = member
+            self.group_commands[mid] = gc
+            sub = Command(id=mid, action=cmd.action, switch=cmd.switch, value=cmd.value, issued=now,
+                          expires=cmd.expires, origin=f"group {gid}: {cmd.origin or cmd.id}"[:200])
+            self._send(self.topics.bms_cmd(member), sub.to_json())
+        log.info("group command %s on %s: %s=%s to %s", cmd.id, gid, cmd.switch, cmd.value, group.members)
+
+    def _command_result(self, r: CommandResult) -> None:
+        gc = self.group_commands.pop(r.id, None)
+        if gc is None:
+            if r.id.startswith("agg-") and r.status != "ok":
+                log.warning("command %s on %s: %s (%s)", r.id, r.bms, r.status, r.reason)
+            return
+        member = gc.open.pop(r.id)
+        per_member = CommandResult(id=gc.cmd.id, bms=member, status=r.status, ts=r.ts, reason=r.reason,
+                                   readback=r.readback)
+        gc.results[member] = per_member
+        self._result(gc.group, per_member)
+        if not gc.open:
+            self._finish(gc)
+
+    def _expire_group_commands(self, now: float) -> None:
+        # Members get until expiry plus a little for their answer to travel back.
+        for mid, gc in list(self.group_commands.items()):
+            if now > gc.cmd.expires + 5.0:
+                member = gc.open.pop(mid, None)
+                del self.group_commands[mid]
+                if member is not None:
+                    failed = CommandResult(id=gc.cmd.id, bms=member, status="failed", ts=now,
+                                           reason="no answer from the member before expiry")
+                    gc.results[member] = failed
+                    self._result(gc.group, failed)
+                if not gc.open:
+                    self._finish(gc)
+
+    def _finish(self, gc: GroupCommand) -> None:
+        bad = {m: r for m, r in gc.results.items() if r.status != "ok"}
+        reason = "; ".join(f"{m}: {r.status} ({r.reason})" if r.reason else f"{m}: {r.status}" for m, r in bad.items())
+        self._result(gc.group, CommandResult(id=gc.cmd.id, bms=gc.group, status="failed" if bad else "ok",
+                                             ts=self.clock(), reason=reason or None))
+
+    def _result(self, gid: str, r: CommandResult) -> None:
+        self._send(self.topics.battery_cmd_result(gid), r.to_json())
 
     # -- bus
     def connect(self) -> Bus:
@@ -102,14 +246,27 @@ class Aggregator:
     async def on_bus(self, bus: Bus) -> None:
         # Everything is re-published on a new connection: a broker that lost its retained store gets it back.
         self.engine.dirty.update(self.engine.ids())
-        await bus.subscribe(self.topics.all_of("sample"))
+        self._published_control.clear()
+        self.engine.control_dirty.update(self.engine.controls.keys() | self.engine.groups.keys())
+        await bus.subscribe(self.topics.all_of("sample"), self.topics.all_of("battery_cmd"),
+                            self.topics.all_of("cmd_result"))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._listen(bus), name="listen")
             tg.create_task(self._publish_forever(bus), name="publish")
+            tg.create_task(self._send_forever(bus), name="send")
 
     async def _listen(self, bus: Bus) -> None:
         async for msg in bus.messages():
-            self.handle(msg.topic, msg.payload, msg.retain)
+            self.handle(msg)
+
+    async def _send_forever(self, bus: Bus) -> None:
+        while True:
+            while not self.bus_out:
+                self._bus_ready.clear()
+                await self._bus_ready.wait()
+            topic, payload, retain = self.bus_out[0]
+            await bus.publish(topic, payload, retain=retain)
+            self.bus_out.popleft()  # only once sent: a broken connection loses nothing queued
 
     async def _publish_forever(self, bus: Bus) -> None:
         while True:
@@ -118,16 +275,41 @@ class Aggregator:
 
     async def publish_dirty(self, bus: Bus) -> None:
         now = self.clock()
-        ids, self.engine.dirty = list(self.engine.dirty), set()
+        states, self.engine.dirty = list(self.engine.dirty), set()
+        controls, self.engine.control_dirty = list(self.engine.control_dirty), set()
+        jobs: list[tuple[str, BusModel]] = []
+        for id in states:
+            try:
+                jobs.append((self.topics.battery_state(id), self.engine.state(id, now)))
+            except Exception:  # noqa: BLE001 - one battery's bad state must not stop the others
+                self.errors += 1
+                log.exception("state of %s could not be built; skipped", id)
+        for id in controls:
+            try:
+                c = self.engine.control(id, now)
+            except Exception:  # noqa: BLE001
+                self.errors += 1
+                log.exception("control of %s could not be built; skipped", id)
+                continue
+            if c is None:
+                continue
+            # Limits change rarely: publish a change at once, an unchanged control once a minute.
+            body = c.model_dump_json(exclude={"ts"}).encode()
+            last = self._published_control.get(id)
+            if last is not None and last[0] == body and now - last[1] < CONTROL_HEARTBEAT:
+                continue
+            self._published_control[id] = (body, now)
+            jobs.append((self.topics.battery_control(id), c))
         try:
-            for i in range(0, len(ids), PUBLISH_CONCURRENCY):
-                chunk = ids[i:i + PUBLISH_CONCURRENCY]
+            for i in range(0, len(jobs), PUBLISH_CONCURRENCY):
                 async with asyncio.TaskGroup() as tg:
-                    for id in chunk:
-                        tg.create_task(bus.publish(self.topics.battery_state(id), self.engine.state(id, now),
-                                                   retain=True))
+                    for topic, model in jobs[i:i + PUBLISH_CONCURRENCY]:
+                        tg.create_task(bus.publish(topic, model, retain=True))
         except BaseException:
-            self.engine.dirty.update(ids)  # not (all) published: try again on the next connection
+            # Not (all) published: again on the next connection.
+            self.engine.dirty.update(states)
+            self.engine.control_dirty.update(controls)
+            self._published_control.clear()
             raise
 
     async def _housekeeping(self) -> None:
@@ -136,7 +318,7 @@ class Aggregator:
             await asyncio.sleep(min(1.0, self.acfg.publish_interval))
             self.tick()
             if time.monotonic() >= next_save:
-                next_save += self.acfg.snapshot_interval
+                next_save = time.monotonic() + self.acfg.snapshot_interval
                 self.save()
 
     async def run(self) -> None:
@@ -144,11 +326,13 @@ class Aggregator:
         log.info("aggregator for site %s: %d groups, state in %s", self.cfg.site, len(self.engine.groups),
                  self.acfg.state_dir)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._housekeeping(), name="housekeeping")
-                tg.create_task(run_connected("aggregator", self.connect, self.on_bus), name="bus")
+            async with Actions(scripts_dir=self.acfg.scripts_dir, script_timeout=self.acfg.script_timeout) as actions:
+                self.actions = actions
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._housekeeping(), name="housekeeping")
+                    tg.create_task(run_connected("aggregator", self.connect, self.on_bus), name="bus")
         finally:
-            # Also on cancellation: the snapshot makes the next start cheap (the journal would do too).
+            # Also on cancellation: the snapshot makes the next start cheap (the journal alone would do too).
             self.save()
             self.store.close()
 
@@ -158,7 +342,35 @@ async def run(cfg: Config) -> None:
 
 
 def check(cfg: Config) -> list[str]:
-    return []
+    """Config problems only the aggregator knows about, as `field: message`."""
+    problems = []
+    for i, d in enumerate(cfg.devices):
+        if d.algorithm:
+            try:
+                SocWindowSpec.parse(d.algorithm)
+            except ValueError as exc:
+                problems.append(f"devices[{i}].algorithm: {exc}")
+    known = {d.id for d in cfg.devices}
+    for i, g in enumerate(cfg.aggregator.groups):
+        known.add(g.id)
+        if g.algorithm:
+            try:
+                SocWindowSpec.parse(g.algorithm)
+            except ValueError as exc:
+                problems.append(f"aggregator.groups[{i}].algorithm: {exc}")
+    for i, rule in enumerate(cfg.aggregator.cell_states):
+        unknown = [b for b in rule.batteries or [] if b not in known]
+        if unknown:
+            problems.append(f"aggregator.cell_states[{i}].batteries: unknown ids {unknown}; known: {sorted(known)}")
+    sd = cfg.aggregator.scripts_dir
+    if sd is not None and not Path(sd).is_dir():
+        problems.append(f"aggregator.scripts_dir: {sd} is not a directory")
+    cc = cfg.aggregator.charge_control
+    if not cc.min_cell_voltage < cc.float_cell_voltage <= cc.max_cell_voltage:
+        problems.append("aggregator.charge_control: need min_cell_voltage < float_cell_voltage <= max_cell_voltage")
+    if not cc.safe_cell_min < cc.safe_cell_max:
+        problems.append("aggregator.charge_control: need safe_cell_min < safe_cell_max")
+    return problems
 
 
 SERVICE = ServiceSpec(name="aggregator", help="battery groups, energy meters, charge control, alarms and actions",

@@ -6,7 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from . import service, tools
+    from . import diag, service, tools
 
     service.register(sub)
     tools.register(sub)
+    diag.register(sub)

@@ -345,18 +345,18 @@ class Collector:
     async def on_bus(self, bus: Bus) -> None:
         status = self.topics.collector_status(self.id)
         await bus.publish(status, ONLINE, retain=True)
-        await bus.publish(self.topics.collector_birth(self.id), self.birth(), retain=True)
-        self.outbox.resend_retained()
-        for bms in self.runners:
-            await bus.subscribe(self.topics.bms_cmd(bms))
         try:
+            await bus.publish(self.topics.collector_birth(self.id), self.birth(), retain=True)
+            self.outbox.resend_retained()
+            for bms in self.runners:
+                await bus.subscribe(self.topics.bms_cmd(bms))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._publish_forever(bus))
                 tg.create_task(self._listen(bus))
         finally:
             # A clean stop says offline itself: the broker sends the will only on an unclean one.
             try:
-                async with asyncio.timeout(2):
+                async with asyncio.timeout(5):
                     await bus.publish(status, OFFLINE, retain=True)
             except Exception:  # noqa: BLE001 - best effort on the way out, the will covers the rest
                 pass

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
-from bmsbus.shared.models import SCHEMA_VERSION, Command, CommandResult, dumps
+from pydantic import Field
+
+from bmsbus.shared.models import SCHEMA_VERSION, BusModel, Command, CommandResult, Id, dumps
 
 ORIGIN = "ha_bridge"
 
@@ -73,3 +75,12 @@ def describe(switch: str, value: bool, result: CommandResult | None) -> str:
     if result.reason:
         text += f" ({result.reason})"
     return text[:255]
+
+
+class SettingsState(BusModel):
+    """PROPOSED (not yet in shared/models.py): the settings the aggregator keeps for one pack or group,
+    retained on `<root>/battery/<id>/settings`. The bridge declares a number/select per known key."""
+
+    topic_kind: ClassVar[str] = "settings"
+    id: Id
+    values: dict[str, float | str] = Field(default_factory=dict)

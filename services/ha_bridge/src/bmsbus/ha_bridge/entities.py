@@ -28,10 +28,12 @@ from bmsbus.shared.quantities import Shape
 
 # HA-facing state topics (`<root>/ha/<id>/<source>`): one per bus source, so `expire_after` means
 # "this source went quiet" and a chatty link topic cannot keep stale sample values alive.
-SAMPLE: Final = "sample"  # flattened from bms/<id>/sample
+SAMPLE: Final = "sample"  # flattened from bms/<id>/sample (a group: its members' switch states)
 STATE: Final = "state"  # flattened from battery/<id>/state
+CONTROL: Final = "control"  # flattened from battery/<id>/control
+SETTINGS: Final = "settings"  # flattened from battery/<id>/settings
 DIAG: Final = "diag"  # flattened from bms/<id>/link plus the last command's outcome
-SOURCES: Final = (SAMPLE, STATE, DIAG)
+SOURCES: Final = (SAMPLE, STATE, CONTROL, SETTINGS, DIAG)
 
 M, TI, T, S, E = Kind.MEASUREMENT, Kind.TOTAL_INCREASING, Kind.TOTAL, Kind.STATE, Kind.ENUM
 
@@ -54,6 +56,7 @@ HA_SENSOR_CLASSES: Final[Mapping[tuple[Sem, Kind], tuple[str | None, str | None]
     (Sem.DURATION, TI): ("duration", "total_increasing"),
     (Sem.COUNT, M): (None, "measurement"),
     (Sem.COUNT, TI): (None, "total_increasing"),
+    (Sem.COUNT, T): (None, "total"),
     (Sem.SIGNAL, M): ("signal_strength", "measurement"),
     (Sem.INDEX, S): (None, None),  # a cell number: shown, no statistics
     (Sem.CODE, S): (None, None),  # raw codes and free text
@@ -65,7 +68,8 @@ HA_UNITS: Final[Mapping[str, str]] = {"Ohm": "Ω"}
 
 
 def _local(key: str, unit: str | None, kind: Kind, semantic: Sem, description: str, **kw: object) -> QuantitySpec:
-    return QuantitySpec(key=key, unit=unit, kind=kind, semantic=semantic, description=description, **kw)  # type: ignore[arg-type]
+    return QuantitySpec(key=key, unit=unit, kind=kind, semantic=semantic, description=description,
+                        **kw)  # type: ignore[arg-type]
 
 
 DIAGNOSTIC = Category.DIAGNOSTIC
@@ -83,9 +87,68 @@ LOCAL: Final[dict[str, QuantitySpec]] = {q.key: q for q in (
     _local("link_state", None, E, Sem.CODE, "State of the link to the BMS", category=DIAGNOSTIC),
     _local("last_error", None, S, Sem.CODE, "Last link error", category=DIAGNOSTIC),
     _local("last_command", None, S, Sem.CODE, "Outcome of the last command sent from HA", category=DIAGNOSTIC),
+    # BatteryState fields that are not catalog keys
+    _local("cycles_soc", None, TI, Sem.COUNT, "Cycles counted by the aggregator from SoC swings", precision=2),
+    _local("cycles_throughput", None, T, Sem.COUNT, "Cycles from charge throughput / capacity", precision=2),
+    _local("cell_min_member", None, S, Sem.CODE, "Group: the pack holding the lowest cell", category=DIAGNOSTIC),
+    _local("cell_max_member", None, S, Sem.CODE, "Group: the pack holding the highest cell", category=DIAGNOSTIC),
+    _local("active_alarms", None, S, Sem.CODE, "Active alarms (aggregator), readable"),
+    _local("stale_members", None, S, Sem.CODE, "Group: members left out (stale)", category=DIAGNOSTIC),
+    # Control (charge control outputs)
+    _local("charge_voltage", "V", M, Sem.VOLTAGE, "Charge voltage limit (CVL)", precision=2),
+    _local("charge_current", "A", M, Sem.CURRENT, "Charge current limit (CCL)", precision=1),
+    _local("discharge_current", "A", M, Sem.CURRENT, "Discharge current limit (DCL)", precision=1),
+    _local("charge_voltage_reason", None, S, Sem.CODE, "Why the CVL is what it is", category=DIAGNOSTIC),
+    _local("charge_current_reason", None, S, Sem.CODE, "Why the CCL is what it is", category=DIAGNOSTIC),
+    _local("discharge_current_reason", None, S, Sem.CODE, "Why the DCL is what it is", category=DIAGNOSTIC),
+    _local("charge_mode", None, E, Sem.CODE, "Charge mode (base state)"),
+    _local("charge_mode_detail", None, S, Sem.CODE, "Charge mode with its suffixes", category=DIAGNOSTIC),
+    _local("soc_window", None, E, Sem.CODE, "batmon-style SoC window state"),
 )}
 
-ENUM_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {"link_state": LINK_STATES}
+# Enum sensors must always carry one of their options: HA versions before 2025 store a literal "None" for a
+# non-numeric sensor and then reject it. The state flatteners guarantee a valid option for each of these.
+# Control.mode is free text with suffixes ("Absorption (Cell OVP) + Balancing"); the enum is its base state.
+CHARGE_MODES: Final = ("bulk", "absorption", "float_transition", "float", "blocked", "other")
+ENUM_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "link_state": LINK_STATES, "charge_mode": CHARGE_MODES, "soc_window": ("charging", "resting", "calibrating", "off")}
+
+# binary sensors that are not catalog quantities: key -> (name, device_class, diagnostic)
+BINARY: Final[Mapping[str, tuple[str, str | None, bool]]] = {
+    "problem": ("Problem", "problem", False),  # BMS alarms / problem code (sample)
+    "alarm": ("Alarm", "problem", False),  # aggregator's active alarms (state)
+    "degraded": ("Degraded", "problem", True),  # group: some members stale
+    "allow_charge": ("Charge allowed", None, False),
+    "allow_discharge": ("Discharge allowed", None, False),
+    "soc_reset_due": ("SoC reset due", None, True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    """A setting the aggregator keeps (state on battery/<id>/settings, requests on battery/<id>/settings/set)."""
+
+    key: str
+    name: str
+    semantic: Sem | None = None
+    unit: str | None = None
+    min: float = 0
+    max: float = 100
+    step: float = 1
+    options: tuple[str, ...] | None = None  # a select
+
+
+# Proposed to the aggregator (see docs/home-assistant.md); an entity exists only once the aggregator publishes
+# the key on battery/<id>/settings.
+SETTINGS_SPECS: Final[Mapping[str, SettingSpec]] = {s.key: s for s in (
+    SettingSpec("soc_charge_stop", "SoC charge stop", Sem.SOC, "%", 0, 100, 1),
+    SettingSpec("soc_charge_start", "SoC charge start", Sem.SOC, "%", 0, 100, 1),
+    SettingSpec("max_cell_voltage", "Max cell voltage", Sem.VOLTAGE, "V", 2.0, 4.4, 0.005),
+    SettingSpec("float_cell_voltage", "Float cell voltage", Sem.VOLTAGE, "V", 2.0, 4.4, 0.005),
+    SettingSpec("max_charge_current", "Max charge current", Sem.CURRENT, "A", 0, 2000, 1),
+    SettingSpec("max_discharge_current", "Max discharge current", Sem.CURRENT, "A", 0, 2000, 1),
+    SettingSpec("charge_control", "Charge control", options=("auto", "bulk", "float", "off")),
+)}
 
 # People-facing names (HA prefixes them with the device name). Keys not listed get their key in words.
 NAMES: Final[Mapping[str, str]] = {
@@ -96,7 +159,13 @@ NAMES: Final[Mapping[str, str]] = {
     "cell_max_index": "Highest cell", "energy_in_kwh": "Energy in", "energy_out_kwh": "Energy out",
     "energy_net_kwh": "Energy net", "charge_in_ah": "Charge in", "charge_out_ah": "Charge out",
     "charge_net_ah": "Charge net", "rssi": "Signal strength", "link_state": "Link", "last_error": "Link error",
-    "power_flow": "Power flow",
+    "power_flow": "Power flow", "cycles_soc": "Cycles (SoC)", "cycles_throughput": "Cycles (throughput)",
+    "cell_min_member": "Lowest cell pack", "cell_max_member": "Highest cell pack",
+    "charge_voltage": "Charge voltage limit", "charge_current": "Charge current limit",
+    "discharge_current": "Discharge current limit", "charge_voltage_reason": "Charge voltage limit reason",
+    "charge_current_reason": "Charge current limit reason",
+    "discharge_current_reason": "Discharge current limit reason",
+    "soc_window": "SoC window", "charge_mode_detail": "Charge mode detail",
 }
 
 # Noisy or rarely wanted entities: present but disabled until the user enables them.
@@ -164,6 +233,32 @@ def switch_key(name: str) -> str:
     return f"switch_{name}"
 
 
+def binary(key: str, source: str, *, expires: bool = True) -> Entity:
+    name, device_class, diagnostic = BINARY[key]
+    return Entity(key=key, platform="binary_sensor", name=name, source=source, device_class=device_class,
+                  category="diagnostic" if diagnostic else None, expires=expires)
+
+
+def setting(spec: SettingSpec) -> Entity:
+    if spec.options is not None:
+        return Entity(key=spec.key, platform="select", name=spec.name, source=SETTINGS, category="config",
+                      options=spec.options, expires=False, command=f"select/{spec.key}")
+    device_class = HA_SENSOR_CLASSES[(spec.semantic, M)][0] if spec.semantic else None
+    return Entity(key=spec.key, platform="number", name=spec.name, source=SETTINGS, category="config",
+                  device_class=device_class, unit=spec.unit, expires=False, command=f"number/{spec.key}",
+                  extra=(("min", spec.min), ("max", spec.max), ("step", spec.step), ("mode", "box")))
+
+
+def switch_entities(writable: Iterable[str], readonly: Iterable[str] = ()) -> list[Entity]:
+    writable = tuple(writable)
+    out = [Entity(key=switch_key(n), platform="switch", name=n.replace("_", " ").capitalize(), source=SAMPLE,
+                  category="config", expires=False, command=f"switch/{n}") for n in writable]
+    out += [Entity(key=switch_key(n), platform="binary_sensor", name=n.replace("_", " ").capitalize(),
+                   source=SAMPLE, device_class="power", category="diagnostic")
+            for n in readonly if n not in writable]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class PackFacts:
     """What the bridge knows about one BMS that decides its entities."""
@@ -174,6 +269,8 @@ class PackFacts:
     cells: int | None = None
     temperatures: int | None = None
     state_keys: frozenset[str] = frozenset()  # non-null keys of the pack's BatteryState
+    control_keys: frozenset[str] = frozenset()  # non-null keys of its Control
+    settings: tuple[str, ...] = ()  # keys the aggregator publishes on battery/<id>/settings
     rssi: bool = False
 
 
@@ -181,6 +278,9 @@ class PackFacts:
 class GroupFacts:
     state_keys: frozenset[str]
     temperatures: int | None = None
+    control_keys: frozenset[str] = frozenset()
+    settings: tuple[str, ...] = ()
+    writable_switches: tuple[str, ...] = ()  # writable on every member: commands go to battery/<id>/cmd
 
 
 @dataclass(slots=True)
@@ -200,11 +300,21 @@ def _meter_button() -> Entity:
                   command="button/reset_meters")
 
 
-def _state_entities(b: _Builder, keys: Iterable[str], temperatures: int | None) -> None:
-    """Entities for BatteryState keys, in the model's field order; unknown keys are ignored."""
+_ENVELOPE: Final = frozenset({"schema_version", "id", "kind", "ts", "members", "stale", "member_temperatures"})
+
+
+def _state_entities(b: _Builder, keys: Iterable[str], temperatures: int | None, *, group: bool) -> None:
+    """Entities for BatteryState keys, in the model's field order; keys the bridge does not know are ignored."""
     keys = set(keys)
     for key in BatteryState.model_fields:
-        if key not in keys or key in ("id", "kind", "ts", "members", "stale", "schema_version"):
+        if key not in keys or key in _ENVELOPE:
+            continue
+        if key == "alarms":  # list[ActiveAlarm], not the sample's alarm codes
+            b.add(binary("alarm", STATE), sensor(LOCAL["active_alarms"], source=STATE))
+            continue
+        if key in ("degraded", "stale_members"):
+            if group:
+                b.add(binary("degraded", STATE) if key == "degraded" else sensor(LOCAL[key], source=STATE))
             continue
         spec = LOCAL.get(key) or CATALOG.get(key)
         if spec is None:
@@ -218,10 +328,30 @@ def _state_entities(b: _Builder, keys: Iterable[str], temperatures: int | None) 
         b.add(sensor(spec, source=STATE))
         if key == "power":
             b.add(sensor(LOCAL["power_flow"], source=STATE))
-        if key == "cell_min" and "cell_min_index" in keys:
-            b.add(sensor(LOCAL["cell_min_index"], source=STATE))
-        if key == "cell_max" and "cell_max_index" in keys:
-            b.add(sensor(LOCAL["cell_max_index"], source=STATE))
+    if "current" in keys and "charge" in keys:  # derived by the bridge if the aggregator does not send them
+        b.add(sensor(LOCAL["time_to_empty"], source=STATE))
+        if "capacity" in keys:
+            b.add(sensor(LOCAL["time_to_full"], source=STATE))
+
+
+def _control_entities(b: _Builder, keys: frozenset[str]) -> None:
+    """Charge control (battery/<id>/control): limits, reasons, mode. Published on change only: no expire_after."""
+    if "mode" in keys:
+        b.add(sensor(LOCAL["charge_mode"], source=CONTROL, expires=False),
+              sensor(LOCAL["charge_mode_detail"], source=CONTROL, expires=False))
+    for limit in ("charge_voltage", "charge_current", "discharge_current"):
+        if limit in keys:
+            b.add(sensor(LOCAL[limit], source=CONTROL, expires=False),
+                  sensor(LOCAL[f"{limit}_reason"], source=CONTROL, expires=False))
+    for key in ("allow_charge", "allow_discharge", "soc_reset_due"):
+        if key in keys:
+            b.add(binary(key, CONTROL, expires=False))
+    if "soc_window" in keys:
+        b.add(sensor(LOCAL["soc_window"], source=CONTROL, expires=False))
+
+
+def _settings_entities(b: _Builder, keys: Iterable[str]) -> None:
+    b.add(*(setting(SETTINGS_SPECS[k]) for k in SETTINGS_SPECS if k in set(keys)))
 
 
 def pack_entities(f: PackFacts) -> list[Entity]:
@@ -234,12 +364,8 @@ def pack_entities(f: PackFacts) -> list[Entity]:
             b.add(sensor(spec, source=SAMPLE))
             if spec.key == "power":
                 b.add(sensor(LOCAL["power_flow"], source=SAMPLE))
-            if spec.key in ("capacity", "charge") and "current" in q and "charge" in q:
-                b.add(sensor(LOCAL["time_to_empty"], source=SAMPLE))
-                if "capacity" in q or "design_capacity" in q:
-                    b.add(sensor(LOCAL["time_to_full"], source=SAMPLE))
             if spec.key == "problem_code":
-                b.add(_problem())
+                b.add(binary("problem", SAMPLE))
         elif spec.shape is Shape.PER_CELL:
             if spec.key == "cell_voltages":
                 b.add(*(sensor(spec_of(k), source=SAMPLE) for k in CELL_STAT_KEYS))
@@ -252,18 +378,17 @@ def pack_entities(f: PackFacts) -> list[Entity]:
             b.add(Entity(key=spec.key, platform="binary_sensor", name=name_of(spec.key), source=SAMPLE,
                          category="diagnostic"))
         elif spec.shape is Shape.LABELS:  # alarms
-            b.add(_problem(), sensor(spec, source=SAMPLE))
+            b.add(binary("problem", SAMPLE), sensor(spec, source=SAMPLE))
         elif spec.shape is Shape.MAPPING:  # switches
-            for name in f.writable_switches:
-                b.add(Entity(key=switch_key(name), platform="switch", name=f"{name.replace('_', ' ').capitalize()}",
-                             source=SAMPLE, category="config", expires=False, command=f"switch/{name}"))
-            for name in f.readonly_switches:
-                if name not in f.writable_switches:
-                    b.add(Entity(key=switch_key(name), platform="binary_sensor",
-                                 name=f"{name.replace('_', ' ').capitalize()}", source=SAMPLE, device_class="power",
-                                 category="diagnostic"))
-    # Aggregator values of this pack (meters, and whatever else it adds) not already derived from samples.
-    _state_entities(b, f.state_keys - {k for k in CELL_STAT_KEYS if "cell_voltages" in q}, None)
+            b.add(*switch_entities(f.writable_switches, f.readonly_switches))
+    if "current" in q and "charge" in q:
+        b.add(sensor(LOCAL["time_to_empty"], source=SAMPLE))
+        if "capacity" in q or "design_capacity" in q:
+            b.add(sensor(LOCAL["time_to_full"], source=SAMPLE))
+    # The aggregator's values for this pack, where the samples did not already give them.
+    _state_entities(b, f.state_keys - ({*CELL_STAT_KEYS} if "cell_voltages" in q else set()), None, group=False)
+    _control_entities(b, f.control_keys)
+    _settings_entities(b, f.settings)
     if f.state_keys & METER_KEYS:
         b.add(_meter_button())
     # Link diagnostics stay available while the link is down: that is when they matter.
@@ -276,17 +401,14 @@ def pack_entities(f: PackFacts) -> list[Entity]:
     return b.out
 
 
-def _problem() -> Entity:
-    return Entity(key="problem", platform="binary_sensor", name="Problem", source=SAMPLE, device_class="problem")
-
-
 def group_entities(f: GroupFacts) -> list[Entity]:
     b = _Builder()
-    _state_entities(b, f.state_keys, f.temperatures)
-    if "current" in f.state_keys and "charge" in f.state_keys:
-        b.add(sensor(LOCAL["time_to_empty"], source=STATE))
-        if "capacity" in f.state_keys:
-            b.add(sensor(LOCAL["time_to_full"], source=STATE))
+    _state_entities(b, f.state_keys, f.temperatures, group=True)
+    b.add(*switch_entities(f.writable_switches))
+    _control_entities(b, f.control_keys)
+    _settings_entities(b, f.settings)
     if f.state_keys & METER_KEYS:
         b.add(_meter_button())
+    if f.writable_switches:
+        b.add(sensor(LOCAL["last_command"], source=DIAG, expires=False))
     return b.out

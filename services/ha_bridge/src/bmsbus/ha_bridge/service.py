@@ -30,15 +30,17 @@ from typing import Any
 
 from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
 from bmsbus.shared.config import Config
-from bmsbus.shared.models import BatteryState, Birth, Command, CommandResult, Link, Meta, Sample, dumps
+from bmsbus.shared.models import (BadMessage, BatteryState, Birth, Command, CommandResult, Control, Link, Meta, Sample,
+                                  dumps, parse)
 from bmsbus.shared.runner import ServiceSpec, add_service_command
-from bmsbus.shared.topics import OFFLINE, ONLINE, Topics
+from bmsbus.shared.topics import ID_PATTERN, OFFLINE, ONLINE, Topics
 
 from . import commands as cmds
 from .discovery import (HaTopics, Origin, device_config, group_availability, group_device_info, pack_availability,
                         pack_device_info, without)
-from .entities import DIAG, SAMPLE, STATE, Entity, GroupFacts, PackFacts, group_entities, pack_entities
-from .state import diag_values, render, sample_values, state_values
+from .entities import (CONTROL, DIAG, SAMPLE, SETTINGS, STATE, Entity, GroupFacts, PackFacts, group_entities,
+                       pack_entities)
+from .state import control_values, diag_values, group_switch_values, render, sample_values, state_values
 
 log = logging.getLogger("bmsbus.ha_bridge")
 
@@ -63,11 +65,15 @@ class View:
     kind: str  # "pack" / "group"
     meta: Meta | None = None
     battery: BatteryState | None = None  # the last battery/<id>/state
+    control: Control | None = None  # the last battery/<id>/control
+    settings: cmds.SettingsState | None = None  # the last battery/<id>/settings
     link: Link | None = None
+    switches: dict[str, bool] | None = None  # a pack's switch states in its last sample
     cells: int | None = None
     temperatures: int | None = None
     readonly_switches: tuple[str, ...] = ()
     state_keys: frozenset[str] = frozenset()
+    control_keys: frozenset[str] = frozenset()
     group_temperatures: int | None = None
     rssi: bool = False
     last_command: str | None = None
@@ -110,7 +116,8 @@ class HaBridge:
         await bus.publish(self.ha.status, ONLINE, retain=True)
         t = self.topics
         await bus.subscribe(self.hb.birth_topic, t.all_of("birth"), t.all_of("meta"), t.all_of("link"),
-                            t.all_of("state"), t.all_of("sample"), t.all_of("cmd_result"), self.ha.all_commands())
+                            t.all_of("state"), t.all_of("control"), self.settings_topic("+"), t.all_of("sample"),
+                            t.all_of("cmd_result"), t.all_of("battery_cmd_result"), self.ha.all_commands())
         self.bus = bus
         try:
             # After a reconnect: what we know is re-sent (retained configs may have been lost with the broker).
@@ -153,22 +160,38 @@ class HaBridge:
         if command is not None:
             await self._on_command(msg, *command)
             return
+        settings_of = self._settings_battery(msg.topic)
+        if settings_of is not None:
+            await self._on_settings(settings_of, msg)
+            return
         ref = self.topics.parse(msg.topic)
         if ref is None:
             return
+        if not ID_PATTERN.match(ref.entity):
+            self.inbox._skip(ref.kind, msg.topic, f"{ref.entity!r} is not a valid id")
+            return
         if not msg.payload:  # a cleared retained topic
-            if ref.kind == "meta" and ref.entity in self.views:
-                self.views[ref.entity].meta = None
-                await self._sync(self.views[ref.entity])
-            elif ref.kind == "state" and ref.entity in self.views:
-                view = self.views[ref.entity]
+            view = self.views.get(ref.entity)
+            if view is None:
+                return
+            if ref.kind == "meta":
+                view.meta = None
+            elif ref.kind == "state":
                 view.battery, view.state_keys = None, frozenset()
-                await self._sync(view)
+            elif ref.kind == "control":
+                view.control, view.control_keys = None, frozenset()
+            else:
+                return
+            await self._sync(view)
             return
         decoded = self.inbox.decode(msg)
         if decoded is None:
             return
         ref, model = decoded
+        own = getattr(model, "bms", None) if isinstance(model, (Sample, Meta, Link)) else getattr(model, "id", None)
+        if isinstance(model, (Sample, Meta, Link, BatteryState, Control)) and own != ref.entity:
+            self.inbox._skip(ref.kind, msg.topic, f"message about {own!r} on the topic of {ref.entity!r}")
+            return
         if isinstance(model, Sample):
             await self._on_sample(ref.entity, model)
         elif isinstance(model, BatteryState):
@@ -179,13 +202,19 @@ class HaBridge:
             view = self._view(ref.entity, "pack")
             view.meta = model
             await self._sync(view)
+            for group in list(self.views.values()):  # a group's switches depend on its members' metas
+                if group.kind == "group" and ref.entity in self._members(group):
+                    await self._sync(group)
         elif isinstance(model, Birth):
             self.births[model.collector] = {d.bms for d in model.devices}
             for view in list(self.views.values()):
                 if view.meta is not None and view.meta.collector == model.collector:
                     await self._sync(view)
+        elif isinstance(model, Control):
+            await self._on_control(ref.entity, model)
         elif isinstance(model, CommandResult):
-            await self._on_result(ref.entity, model)
+            if ref.kind == "cmd_result" or model.bms == ref.entity:  # a group's own result, not a member's
+                await self._on_result(ref.entity, model)
 
     def _view(self, id: str, kind: str) -> View:
         view = self.views.get(id)
@@ -204,12 +233,61 @@ class HaBridge:
         if s.temperatures is not None and view.temperatures is None:
             view.temperatures = len(s.temperatures)
         if s.switches:
+            view.switches = s.switches
             writable = {sw.name for sw in view.meta.switches if sw.writable} if view.meta else set()
             extra = tuple(n for n in s.switches if n not in writable and n not in view.readonly_switches)
             if extra:
                 view.readonly_switches += extra
         await self._sync(view)
         await self._publish_state(view, SAMPLE, sample_values(s))
+        for group in self.views.values():
+            if group.kind == "group" and bms in self._members(group) and group.facts is not None:
+                await self._publish_group_switches(group)
+
+    def _members(self, group: View) -> list[str]:
+        if group.battery is not None and group.battery.members:
+            return group.battery.members
+        return next((g.members for g in self.cfg.aggregator.groups if g.id == group.id), [])
+
+    async def _publish_group_switches(self, group: View) -> None:
+        assert isinstance(group.facts, GroupFacts)
+        if group.facts.writable_switches:
+            members = [self.views[m].switches if m in self.views else None for m in self._members(group)]
+            await self._publish_state(group, SAMPLE, group_switch_values(members, group.facts.writable_switches))
+
+    async def _on_control(self, id: str, c: Control) -> None:
+        view = self._view(id, c.kind)
+        view.control = c
+        view.control_keys = view.control_keys | {k for k, v in c.model_dump().items() if v is not None}
+        await self._sync(view)
+        await self._publish_state(view, CONTROL, control_values(c))
+
+    def settings_topic(self, battery: str) -> str:
+        return f"{self.topics.root}/battery/{battery}/settings"
+
+    def _settings_battery(self, topic: str) -> str | None:
+        head = f"{self.topics.root}/battery/"
+        if topic.startswith(head) and topic.endswith("/settings"):
+            id = topic[len(head):-len("/settings")]
+            return id if ID_PATTERN.match(id) else None
+        return None
+
+    async def _on_settings(self, id: str, msg: Message) -> None:
+        view = self.views.get(id)
+        if not msg.payload:
+            if view is not None and view.settings is not None:
+                view.settings = None
+                await self._sync(view)
+            return
+        try:
+            settings = parse(cmds.SettingsState, msg.payload)
+        except BadMessage as exc:
+            self.inbox._skip("settings", msg.topic, str(exc))
+            return
+        view = self._view(id, "pack" if view is None or view.kind == "pack" else "group")
+        view.settings = settings  # type: ignore[assignment]
+        await self._sync(view)
+        await self._publish_state(view, SETTINGS, dict(settings.values))  # type: ignore[attr-defined]
 
     async def _on_battery(self, id: str, st: BatteryState) -> None:
         view = self._view(id, st.kind)
@@ -259,7 +337,8 @@ class HaBridge:
                 self.pending[command.id] = (device, command)
                 while len(self.pending) > self.MAX_PENDING:
                     self.pending.popitem(last=False)
-                await self._publish(self.topics.bms_cmd(device), command.to_json())
+                target = self.topics.bms_cmd(device) if view.kind == "pack" else self.topics.battery_cmd(device)
+                await self._publish(target, command.to_json())
                 log.info("HA: %s %s=%s (command %s)", device, name, "ON" if command.value else "OFF", command.id)
                 view.last_command = cmds.describe(name, command.value, None)
                 await self._publish_diag(view)
@@ -294,16 +373,33 @@ class HaBridge:
         return listed is None or view.id in listed
 
     def _facts(self, view: View) -> PackFacts | GroupFacts:
+        settings = tuple(view.settings.values) if view.settings is not None else ()  # type: ignore[attr-defined]
         if view.kind == "group":
-            return GroupFacts(state_keys=view.state_keys, temperatures=view.group_temperatures)
+            return GroupFacts(state_keys=view.state_keys, temperatures=view.group_temperatures,
+                              control_keys=view.control_keys, settings=settings,
+                              writable_switches=self._group_switches(view))
         meta = view.meta
         assert meta is not None
-        writable = tuple(s.name for s in meta.switches if s.writable)
-        readonly = tuple(s.name for s in meta.switches if not s.writable) + view.readonly_switches
+        # Switch names become topic levels and unique-id suffixes: only id-safe names get entities.
+        writable = tuple(s.name for s in meta.switches if s.writable and ID_PATTERN.match(s.name))
+        readonly = tuple(s.name for s in meta.switches if not s.writable and ID_PATTERN.match(s.name)) + tuple(
+            n for n in view.readonly_switches if ID_PATTERN.match(n))
         return PackFacts(quantities=frozenset(meta.quantities), writable_switches=writable,
                          readonly_switches=tuple(dict.fromkeys(readonly)),
                          cells=meta.cell_count or view.cells, temperatures=meta.temperature_count or view.temperatures,
-                         state_keys=view.state_keys, rssi=view.rssi)
+                         state_keys=view.state_keys, control_keys=view.control_keys, settings=settings,
+                         rssi=view.rssi)
+
+    def _group_switches(self, group: View) -> tuple[str, ...]:
+        """Switches every member declares writable (the aggregator fans a group command out to all)."""
+        common: list[str] | None = None
+        for m in self._members(group):
+            meta = self.views[m].meta if m in self.views else None
+            if meta is None:
+                return ()
+            names = [s.name for s in meta.switches if s.writable and ID_PATTERN.match(s.name)]
+            common = names if common is None else [n for n in common if n in names]
+        return tuple(common or ())
 
     def build_config(self, view: View) -> dict[str, Any]:
         if view.kind == "group":
@@ -362,8 +458,9 @@ class HaBridge:
         await self._publish(self.ha.state(view.id, source), payload)
 
     async def _publish_diag(self, view: View) -> None:
-        if view.kind == "pack":
-            await self._publish_state(view, DIAG, diag_values(view.link, view.last_command))
+        if view.kind == "pack" and view.link is None:
+            return  # link_state is an enum: never publish it without a value
+        await self._publish_state(view, DIAG, diag_values(view.link, view.last_command))
 
     async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         if self.bus is not None:
@@ -387,7 +484,7 @@ class HaBridge:
             await self._publish(self.ha.config(view.id), dumps(view.config), retain=True)
         await asyncio.sleep(self.STATE_DELAY)
         for view in views:
-            for source, payload in view.states.items():
+            for source, payload in list(view.states.items()):
                 await self._publish(self.ha.state(view.id, source), payload)
 
     async def _remove_stale(self) -> None:

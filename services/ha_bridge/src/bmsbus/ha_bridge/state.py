@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bmsbus.shared.models import BatteryState, Link, Sample
+from bmsbus.shared.models import BatteryState, Control, Link, Sample
 
 from .entities import Entity
 
@@ -80,7 +80,12 @@ def sample_values(s: Sample) -> dict[str, Any]:
 
 def state_values(st: BatteryState) -> dict[str, Any]:
     v: dict[str, Any] = st.model_dump(exclude_none=True, exclude={"schema_version", "id", "kind", "ts", "members",
-                                                                   "stale", "temperatures"})
+                                                                   "stale", "temperatures", "alarms",
+                                                                   "member_temperatures", "stale_members", "degraded"})
+    v["alarm"] = _on(bool(st.alarms))
+    v["active_alarms"] = "; ".join(a.text for a in st.alarms)[:255] if st.alarms else "none"
+    v["degraded"] = _on(st.degraded)
+    v["stale_members"] = ", ".join(st.stale_members)[:255] if st.stale_members else "none"
     if st.power is not None:
         v["power_flow"] = -st.power
     for k in ("cell_min_index", "cell_max_index"):
@@ -90,6 +95,37 @@ def state_values(st: BatteryState) -> dict[str, Any]:
     tte, ttf = _time_to_go(st.current, st.charge, st.capacity)
     v.setdefault("time_to_empty", tte)
     v.setdefault("time_to_full", ttf)
+    return v
+
+
+def charge_mode(mode: str) -> str:
+    """The base state of Control.mode ("Absorption (Cell OVP) + Balancing" -> "absorption")."""
+    m = mode.strip().lower()
+    for base in ("float transition", "float", "absorption", "bulk", "blocked"):
+        if m.startswith(base):
+            return base.replace(" ", "_")
+    return "other"
+
+
+def control_values(c: Control) -> dict[str, Any]:
+    v: dict[str, Any] = {"charge_mode": charge_mode(c.mode), "charge_mode_detail": c.mode[:255],
+                         "allow_charge": _on(c.allow_charge), "allow_discharge": _on(c.allow_discharge),
+                         "soc_reset_due": _on(c.soc_reset_due), "soc_window": c.soc_window or "off"}
+    for key in ("charge_voltage", "charge_current", "discharge_current"):
+        limit = getattr(c, key)
+        if limit is not None:
+            v[key], v[f"{key}_reason"] = limit.value, limit.reason[:255]
+    return v
+
+
+def group_switch_values(member_switches: Iterable[Mapping[str, bool] | None], names: Iterable[str]) -> dict[str, Any]:
+    """A group's switch is ON when every member reports it on, OFF when every member reports it off,
+    unknown when they disagree or a member has not reported it."""
+    members = list(member_switches)
+    v: dict[str, Any] = {}
+    for name in names:
+        states = {m.get(name) if m is not None else None for m in members}
+        v[f"switch_{name}"] = _on(states.pop()) if len(states) == 1 and None not in states else None
     return v
 
 

@@ -32,13 +32,20 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakDBusError, BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+    BleakGATTProtocolError,
+    BleakGATTProtocolErrorCode,
+)
 from bleak.uuids import normalize_uuid_str
-from bleak_retry_connector import BleakNotFoundError, establish_connection, get_device_by_adapter
+from bleak_retry_connector import BleakNotFoundError, establish_connection, get_device, get_device_by_adapter
 from dbus_fast import DBusError
 
 from ..driver import BleSpec
 from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, QueueLink
+from .gatt import Char, choose
 
 log = logging.getLogger("bmsbus.collector.links.ble")
 
@@ -52,6 +59,9 @@ AUTH_ERRORS = {
 }
 INSUFFICIENT_AUTH = ("Insufficient Authentication", "Insufficient Encryption", "NotPermitted", "Not paired")
 
+# (adapter, configured address) -> the device last found for it. Links are built afresh for every
+# session, so a name-addressed device would otherwise be scanned for on every reconnect.
+_resolved: dict[tuple[str | None, str], BLEDevice] = {}
 _connect_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = WeakKeyDictionary()
 
 
@@ -63,9 +73,26 @@ def is_mac(address: str) -> bool:
     return bool(MAC_RE.match(address))
 
 
+def adapter_of(device: BLEDevice) -> str | None:
+    """`hci1` from a BlueZ device path /org/bluez/hci1/dev_..."""
+    path = device.details.get("path") if isinstance(device.details, dict) else None
+    return path.split("/")[3] if isinstance(path, str) and path.count("/") >= 4 else None
+
+
 def adapter_lock(adapter: str | None) -> asyncio.Lock:
     locks = _connect_locks.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(adapter or "default", asyncio.Lock())
+
+
+async def adapter_name(controller: str) -> str:
+    """`hciN` for a controller MAC (batmon-ha accepts either in `adapter:`)."""
+    from bluetooth_adapters import get_bluetooth_adapter_details
+
+    details = await get_bluetooth_adapter_details()
+    for name, props in details.items():
+        if str(props.get("org.bluez.Adapter1", {}).get("Address", "")).upper() == controller.upper():
+            return name
+    raise LinkError(f"no Bluetooth adapter with address {controller}; have {sorted(details) or 'none'}")
 
 
 @contextlib.contextmanager
@@ -89,6 +116,11 @@ def mapped(target: str, action: str) -> Iterator[None]:
             raise LinkError(f"{prefix}: BlueZ is not running (no org.bluez on the system D-Bus)") from exc
         if name in ("org.bluez.Error.NotConnected", "org.freedesktop.DBus.Error.UnknownObject"):
             raise LinkClosed(f"{prefix}: {exc}") from exc
+        raise LinkError(f"{prefix}: {exc}") from exc
+    except BleakGATTProtocolError as exc:
+        if exc.code in (BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHENTICATION,
+                        BleakGATTProtocolErrorCode.INSUFFICIENT_ENCRYPTION):
+            raise PairingFailed(f"{prefix}: the device wants to be paired; set `pin:` for it ({exc})") from exc
         raise LinkError(f"{prefix}: {exc}") from exc
     except BleakError as exc:
         if "not connected" in str(exc).lower():
@@ -131,9 +163,8 @@ class BleLink(QueueLink):
         self.write_response = spec.write_with_response
         self.connect_seconds: float | None = None
         self.paired_now = False
+        self._from_cache = False
         self._service = normalize_uuid_str(spec.service)
-        self._notify_uuid = normalize_uuid_str(spec.notify)
-        self._write_uuid = normalize_uuid_str(spec.write)
 
     def __repr__(self) -> str:
         return f"BleLink({self.address!r}, adapter={self.adapter!r})"
@@ -149,8 +180,11 @@ class BleLink(QueueLink):
         try:
             with mapped(self.name, "connect"):
                 async with asyncio.timeout(self.connect_timeout):
-                    async with adapter_lock(self.adapter):
-                        self.client = await self._connect()
+                    if self.adapter and is_mac(self.adapter):
+                        self.adapter = await adapter_name(self.adapter)
+                    device = await self._find()
+                    async with adapter_lock(adapter_of(device) or self.adapter):
+                        self.client = await self._connect(device)
                     await self._ensure_services()
                     if self.pin:
                         await self._pair()
@@ -171,6 +205,7 @@ class BleLink(QueueLink):
 
     async def _teardown(self) -> None:
         client, self.client = self.client, None
+        self._closed = self._closed or "closing"  # our own disconnect is not the device's
         try:
             if client is not None and client.is_connected:
                 try:
@@ -182,15 +217,23 @@ class BleLink(QueueLink):
             self._lost("closed by us")
 
     async def _find(self) -> BLEDevice:
-        """A BLEDevice on our adapter: BlueZ's cache first (no scan) for a MAC, else scan."""
-        if is_mac(self.address):
-            if self.device is None and self.adapter:
-                self.device = await get_device_by_adapter(self.address, self.adapter)
-            if self.device is not None:
-                props = self.device.details.get("props", {}) if isinstance(self.device.details, dict) else {}
-                self.rssi = props.get("RSSI", self.rssi)
-                return self.device
+        """A BLEDevice on our adapter. Without scanning when BlueZ knows it (the device found last time, or
+        a MAC BlueZ has seen), else by scanning for the MAC or the advertised name."""
+        known = self.device or _resolved.get((self.adapter, self.address))
+        if known is None and is_mac(self.address):
+            known = await (get_device_by_adapter(self.address, self.adapter) if self.adapter
+                           else get_device(self.address))
+        if known is not None:
+            hci = adapter_of(known)
+            fresh = await get_device_by_adapter(known.address, hci) if hci else None
+            if fresh is not None:
+                self.rssi = (fresh.details.get("props") or {}).get("RSSI", self.rssi)
+                self.device = _resolved[(self.adapter, self.address)] = fresh
+                self._from_cache = True
+                return fresh
+        return await self._scan()
 
+    async def _scan(self) -> BLEDevice:
         def match(device: BLEDevice, adv: AdvertisementData) -> bool:
             if is_mac(self.address):
                 return device.address.upper() == self.address.upper()
@@ -213,21 +256,21 @@ class BleLink(QueueLink):
                                  "another central (the vendor app)?")
         if found:
             self.rssi = found[-1].rssi
-        self.device = device
+        self.device = _resolved[(self.adapter, self.address)] = device
+        self._from_cache = False
         return device
 
-    async def _connect(self) -> BleakClient:
-        device = await self._find()
+    async def _connect(self, device: BLEDevice) -> BleakClient:
         try:
             return await establish_connection(BleakClient, device, self.name, self._on_disconnect,
                                               max_attempts=self.connect_attempts)
         except (BleakNotFoundError, BleakDeviceNotFoundError):
-            if self.device is None:
+            if not self._from_cache:
                 raise
-            # BlueZ forgot the cached device (it drops unseen ones): scan once and try again.
+            # BlueZ forgot the device (it drops unseen ones after a while): scan once and try again.
             self.device = None
-            device = await self._find()
-            return await establish_connection(BleakClient, device, self.name, self._on_disconnect,
+            _resolved.pop((self.adapter, self.address), None)
+            return await establish_connection(BleakClient, await self._scan(), self.name, self._on_disconnect,
                                               max_attempts=self.connect_attempts)
 
     def _has_service(self) -> bool:
@@ -247,10 +290,11 @@ class BleLink(QueueLink):
             return
         self.log.info("%s: no GATT service %s after %.1f s (have %s); reconnecting once", self.name,
                       self._service, self.services_wait, [s.uuid for s in self.client.services])
-        await self.client.disconnect()
-        async with adapter_lock(self.adapter):
-            self.client = await establish_connection(BleakClient, await self._find(), self.name,
-                                                     self._on_disconnect, max_attempts=self.connect_attempts)
+        stale, self.client = self.client, None  # its disconnect callback is not a lost link
+        await stale.disconnect()
+        device = await self._find()
+        async with adapter_lock(adapter_of(device) or self.adapter):
+            self.client = await self._connect(device)
         if not self._has_service():
             raise LinkError(f"{self.name}: the device shows no GATT service {self._service} (have "
                             f"{[s.uuid for s in self.client.services]}). JK firmware 19.x does this at times, "
@@ -262,8 +306,13 @@ class BleLink(QueueLink):
         backend: Any = getattr(self.client, "_backend", None)
         if backend is None or not hasattr(backend, "_get_services") or not self.client.is_connected:
             return
+        previous = backend.services
         backend.services = None
-        await backend._get_services()
+        try:
+            await backend._get_services()
+        except BleakError as exc:
+            backend.services = previous
+            self.log.debug("%s: re-reading services: %s", self.name, exc)
 
     async def _pair(self) -> None:
         from .bluez_agent import AgentError, PinAgent
@@ -282,30 +331,23 @@ class BleLink(QueueLink):
 
     def _resolve_characteristics(self) -> None:
         assert self.client is not None
-        service = self.client.services.get_service(self._service)
-        chars = list(service.characteristics) if service is not None else []
-        notify = [c for c in chars if c.uuid == self._notify_uuid and {"notify", "indicate"} & set(c.properties)]
-        writes = [c for c in chars if c.uuid == self._write_uuid
-                  and {"write", "write-without-response"} & set(c.properties)]
-        if not notify or not writes:
-            table = ", ".join(f"{c.uuid}@{c.handle}:{'/'.join(c.properties)}" for c in chars)
-            raise LinkError(f"{self.name}: service {self._service} lacks a notify {self._notify_uuid} or a "
-                            f"write {self._write_uuid} characteristic (has {table or 'none'})")
-        wanted = "write" if self.spec.write_with_response else "write-without-response"
-        # Prefer a write characteristic that supports the protocol's write mode, and one that is not
-        # also the notify characteristic when the module splits them.
-        writes.sort(key=lambda c: (wanted not in c.properties, c in notify))
-        self.notify_char, self.write_char = notify[0], writes[0]
-        self.write_response = wanted == "write" if wanted in self.write_char.properties else not (
-            wanted == "write")
+        by_handle: dict[int, BleakGATTCharacteristic] = {}
+        table = []
+        for service in self.client.services:
+            for c in service.characteristics:
+                by_handle[c.handle] = c
+                table.append(Char(c.uuid, c.handle, frozenset(c.properties), service.uuid))
+        choice = choose(table, self.spec, self.name)
+        self.notify_char, self.write_char = by_handle[choice.notify.handle], by_handle[choice.write.handle]
+        self.write_response = choice.write_response
 
     # -- callbacks -----------------------------------------------------------------------------------
 
     def _on_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         self._deliver(bytes(data))
 
-    def _on_disconnect(self, _client: BleakClient) -> None:
-        if self._closed is None:
+    def _on_disconnect(self, client: BleakClient) -> None:
+        if client is self.client and self._closed is None:
             self.log.debug("%s: disconnected", self.name)
             self._lost("the device disconnected")
 

@@ -10,11 +10,8 @@ The agent answers only for the device it was made for; any other request is reje
 pairing elsewhere on the host never receives our PIN.
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
-from typing import Self
 from weakref import WeakKeyDictionary
 
 from dbus_fast import BusType, DBusError, Message, MessageType
@@ -52,7 +49,7 @@ class _Agent(ServiceInterface):
         return self.pin
 
     @method(name="Release")
-    def release(self) -> None:
+    def release(self):  # noqa: ANN201 - dbus-fast reads signatures from annotations; none = no reply value
         pass
 
     @method(name="RequestPinCode")
@@ -70,34 +67,34 @@ class _Agent(ServiceInterface):
         return int(pin)
 
     @method(name="DisplayPinCode")
-    def display_pin_code(self, device: "o", pincode: "s") -> None:  # type: ignore[name-defined] # noqa: F821
+    def display_pin_code(self, device: "o", pincode: "s"):  # type: ignore[name-defined] # noqa: F821
         log.info("%s shows PIN %s", device, pincode)
 
     @method(name="DisplayPasskey")
-    def display_passkey(self, device: "o", passkey: "u", entered: "q") -> None:  # type: ignore[name-defined] # noqa: F821
+    def display_passkey(self, device: "o", passkey: "u", entered: "q"):  # type: ignore[name-defined] # noqa: F821
         log.info("%s shows passkey %06d", device, passkey)
 
     @method(name="RequestConfirmation")
-    def request_confirmation(self, device: "o", passkey: "u") -> None:  # type: ignore[name-defined] # noqa: F821
+    def request_confirmation(self, device: "o", passkey: "u"):  # type: ignore[name-defined] # noqa: F821
         self._pin_for(device)
 
     @method(name="RequestAuthorization")
-    def request_authorization(self, device: "o") -> None:  # type: ignore[name-defined] # noqa: F821
+    def request_authorization(self, device: "o"):  # type: ignore[name-defined] # noqa: F821
         self._pin_for(device)
 
     @method(name="AuthorizeService")
-    def authorize_service(self, device: "o", uuid: "s") -> None:  # type: ignore[name-defined] # noqa: F821
+    def authorize_service(self, device: "o", uuid: "s"):  # type: ignore[name-defined] # noqa: F821
         self._pin_for(device)
 
     @method(name="Cancel")
-    def cancel(self) -> None:
+    def cancel(self):
         log.info("BlueZ cancelled the pairing request")
 
 
 class PinAgent:
     """`async with PinAgent(address, pin):` -> our agent is BlueZ's default agent inside the block."""
 
-    def __init__(self, address: str, pin: str) -> None:
+    def __init__(self, address: str, pin: str) -> None:  # noqa: D107
         self.agent = _Agent(address, pin)
         self._bus: MessageBus | None = None
         self._lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
@@ -117,7 +114,7 @@ class PinAgent:
             detail = (reply.error_name, *(reply.body or ())) if reply is not None else "no reply"
             raise AgentError(f"{member} failed: {detail}")
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> "PinAgent":
         await self._lock.acquire()
         try:
             self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()

@@ -1,12 +1,120 @@
-"""Chooses and opens the real transport for a configured device (BLE, ESPHome proxy or serial)."""
+"""Chooses and builds the real transport for a configured device: BlueZ BLE, an ESPHome proxy, or serial.
+
+Routing is data (httpx mounts style), decided from the device config and what the protocol supports:
+
+- `transport` (device field once config.py has it, until then `options.transport`): `ble`, `esphome` or
+  `serial` forces one; `auto` (default) decides from the address.
+- serial when the address is a path or URL (`/dev/...`, `COM3`, `socket://`, `rfc2217://`), or
+  batmon-ha's `address: serial` with the port in `adapter:`, or when the protocol has no BLE side.
+- otherwise BLE on the host's BlueZ (`adapter:` hciN or controller MAC; `pin:` for passkey devices).
+- aiobmsble-backed types (`<plugin>_ble`, `entry.driver.owns_transport`) bring their own link.
+
+Links are only built here; nothing connects until the caller enters them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from bmsbus.shared.config import DeviceConfig
 
-from ..driver import ProtocolEntry
+from ..driver import ProtocolEntry, SerialSpec
 from .base import Link, LinkError
 
+TRANSPORTS = ("auto", "ble", "esphome", "serial")
+SERIAL_ADDRESS = re.compile(r"^(/dev/|COM\d+$|\\\\\.\\COM|socket://|rfc2217://|loop://)", re.IGNORECASE)
+SERIAL_OPTIONS = {"baudrate": int, "bytesize": int, "parity": str, "stopbits": int}
 
-def open_link(dev: DeviceConfig, entry: ProtocolEntry) -> Link:
-    raise LinkError(f"no transport for {entry.name} at {dev.address!r} yet")
+
+def _option(dev: DeviceConfig, name: str, default: Any = None) -> Any:
+    """A transport setting: the DeviceConfig field once it exists, else `options.<name>`."""
+    value = getattr(dev, name, None)
+    return dev.options.get(name, default) if value is None else value
+
+
+def serial_port(dev: DeviceConfig) -> str | None:
+    address = dev.address or ""
+    if SERIAL_ADDRESS.match(address):
+        return address
+    if address.lower() == "serial":
+        if not dev.adapter:
+            raise LinkError(f"{dev.name}: `address: serial` needs the port in `adapter:` (e.g. "
+                            "/dev/serial/by-id/usb-FTDI_...)")
+        return dev.adapter
+    return None
+
+
+def choose_transport(dev: DeviceConfig, entry: ProtocolEntry) -> str:
+    wanted = str(_option(dev, "transport", "auto") or "auto").lower()
+    if wanted not in TRANSPORTS:
+        raise LinkError(f"{dev.name}: transport {wanted!r}; allowed: {', '.join(TRANSPORTS)}")
+    port = serial_port(dev)
+    if wanted == "auto":
+        wanted = "serial" if port or entry.ble is None else "ble"
+    if wanted == "serial" and entry.serial is None:
+        raise LinkError(f"{dev.name}: {entry.name} is a BLE protocol; it cannot run over a serial port "
+                        f"({dev.address!r})")
+    if wanted in ("ble", "esphome") and entry.ble is None:
+        raise LinkError(f"{dev.name}: {entry.name} has no BLE side; give a serial port as its address")
+    if wanted == "serial" and port is None:
+        raise LinkError(f"{dev.name}: {entry.name} needs a serial port as address (/dev/serial/by-id/..., "
+                        f"COM3, socket://host:port); got {dev.address!r}")
+    return wanted
+
+
+def serial_spec(dev: DeviceConfig, spec: SerialSpec) -> SerialSpec:
+    """The protocol's line settings with per-device overrides from options (baudrate, parity, ...)."""
+    changes = {k: conv(dev.options[k]) for k, conv in SERIAL_OPTIONS.items() if k in dev.options}
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def proxies_for(dev: DeviceConfig, configured: Sequence[Any] | None) -> list[Any]:
+    from .esphome import ProxyConfig
+
+    raw = configured if configured else dev.options.get("esphome_proxies") or []
+    out = [p if isinstance(p, ProxyConfig) else ProxyConfig.from_mapping(
+        p if isinstance(p, Mapping) else p.model_dump()) for p in raw]
+    if not out:
+        raise LinkError(f"{dev.name}: transport esphome but no ESPHome proxies are configured "
+                        "(collector.esphome_proxies: [{host, port, noise_psk, name}])")
+    return out
+
+
+def open_link(dev: DeviceConfig, entry: ProtocolEntry, *, proxies: Sequence[Any] | None = None,
+              log: logging.Logger | None = None) -> Link:
+    log = log or logging.getLogger(f"bmsbus.collector.{dev.id}")
+    if getattr(entry.driver, "owns_transport", False):
+        # aiobmsble-backed types drive their own BleakClient (protocols/aiobmsble_adapter).
+        from ..driver import DriverOptions
+
+        if not dev.address:
+            raise LinkError(f"{dev.name}: a {entry.name} device needs an address (BLE MAC or advertised name)")
+        options = dict(dev.options)
+        if dev.pin is not None:
+            options.setdefault("pin", dev.pin)
+        return entry.driver.make_link(dev.address, DriverOptions(options=options))  # type: ignore[attr-defined,no-any-return]
+    transport = choose_transport(dev, entry)
+    if transport == "serial":
+        from .serial import SerialLink
+
+        assert entry.serial is not None
+        return SerialLink(serial_port(dev) or "", serial_spec(dev, entry.serial), name=dev.name, log=log)
+    assert entry.ble is not None
+    if not dev.address:
+        raise LinkError(f"{dev.name}: a {entry.name} device needs an address (BLE MAC or advertised name)")
+    pin = dev.pin.get_secret_value() if dev.pin is not None else None
+    if transport == "esphome":
+        from .esphome import EsphomeLink
+
+        if pin:
+            raise LinkError(f"{dev.name}: pairing with a PIN through an ESPHome proxy is not supported; "
+                            "connect this device with a local adapter")
+        return EsphomeLink(dev.address, entry.ble, proxies_for(dev, proxies), proxy=_option(dev, "proxy"),
+                           name=dev.name, log=log)
+    from .ble import BleLink
+
+    return BleLink(dev.address, entry.ble, adapter=dev.adapter, pin=pin, name=dev.name, log=log)

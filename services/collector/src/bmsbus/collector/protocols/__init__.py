@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from ..driver import ProtocolEntry
 from . import jk
+from . import basen, litime, noname_modbus, pace, sok, supervolt, victron
+from . import ant, daly, jbd
+from . import aiobmsble_adapter
 
 
-FAMILIES: tuple = (jk,)  # each family package adds itself here
+# each family package adds itself here
+FAMILIES: tuple = (jk, supervolt, sok, litime, victron, noname_modbus, basen, pace, daly, jbd, ant, aiobmsble_adapter)
 
 REGISTRY: dict[str, ProtocolEntry] = {}
 for _family in FAMILIES:

@@ -24,7 +24,8 @@ def ble_status_payload(s: PackState) -> bytes:
     # PackState.alarms: bits 0-6 charge trips, 8-14 discharge trips.
     charge_state |= s.alarms & ble.TRIP_MASK
     discharge_state |= (s.alarms >> 8) & ble.TRIP_MASK
-    return (struct.pack("<iI", _clamp(s.current * 1000, -0x80000000, 0x7FFFFFFF), _clamp(s.voltage * 1000, 0, 0xFFFFFFFF))
+    current, voltage = _clamp(s.current * 1000, -0x80000000, 0x7FFFFFFF), _clamp(s.voltage * 1000, 0, 0xFFFFFFFF)
+    return (struct.pack("<iI", current, voltage)
             + struct.pack("<4b", *temps) + struct.pack("<I", _clamp(s.charge * 1000, 0, 0xFFFFFFFF))
             + bytes((charge_state, discharge_state, 0, 0, _clamp(s.soc, 0, 100), 0, 0, 0)))
 
@@ -32,7 +33,8 @@ def ble_status_payload(s: PackState) -> bytes:
 def ble_general_payload(s: PackState) -> bytes:
     nominal_mv = _clamp(3.2 * len(s.cell_voltages) * 1000, 0, 0xFFFFFFFF)
     return (struct.pack("<III", _clamp(s.design_capacity * 1000, 0, 0xFFFFFFFF), nominal_mv,
-                        _clamp(s.capacity * 1000, 0, 0xFFFFFFFF)) + bytes(10) + struct.pack("<H", min(s.cycles, 0xFFFF)))
+                        _clamp(s.capacity * 1000, 0, 0xFFFFFFFF))
+            + bytes(10) + struct.pack("<H", min(s.cycles, 0xFFFF)))
 
 
 def ble_cells_payload(s: PackState, first: int) -> bytes:
@@ -86,7 +88,8 @@ def uart_info_data(s: PackState) -> bytes:
     cells = s.cell_voltages[:48]
     data = bytearray((uart.INFO_VERSION, len(cells)))
     for i, v in enumerate(cells):
-        data += ((_clamp(v * 1000, 0, uart.CELL_MV_MASK)) | (uart.CELL_BALANCING if i in s.balancing else 0)).to_bytes(2, "big")
+        word = _clamp(v * 1000, 0, uart.CELL_MV_MASK) | (uart.CELL_BALANCING if i in s.balancing else 0)
+        data += word.to_bytes(2, "big")
 
     def block(kind: int, *values: int) -> bytes:
         width = 4 if kind >= uart.WIDE_FROM else 2

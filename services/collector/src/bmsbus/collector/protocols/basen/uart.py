@@ -127,8 +127,9 @@ class BasenUartAssembler:
         if len(buf) < 4:
             return None
         if buf[3] > MAX_LEN:
+            length = buf[3]
             del buf[:1]
-            raise FramingError(f"Basen RS485 length {buf[3]} too long")
+            raise FramingError(f"Basen RS485 length {length} too long")
         total = 4 + buf[3] + 2
         if len(buf) < total:
             return None

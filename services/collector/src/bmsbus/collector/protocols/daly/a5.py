@@ -267,6 +267,8 @@ def describe(frame: Frame) -> dict[str, Any]:
         return {**out, "switch": "charge" if kind == Cmd.CHARGE_MOS else "discharge", "on": bool(data[0])}
     if kind in (Cmd.CELL_RANGE, Cmd.TEMP_RANGE):
         return out
+    if kind == Cmd.FAILURES:
+        out["fault_code"] = data[7]
     out.update(decode_reading(frame))
     return out
 

@@ -2,10 +2,10 @@
 
 Options (`options:` in the device config):
 - A5: `address` host address to send with (default 0x80 for `daly`, 0x40 for `daly_uart`; replies are
-  accepted whatever we send with); `invert_current` true/false forces the current sign, unset = learn it
-  from the 0x93 state byte (protocols.md §4.5).
-- D2: `status_registers` 62 or 80 (default: try 80 once at open, fall back to 62); `invert_current`
-  true flips the (normally + = charging) current for odd firmware.
+  accepted whatever we send with); `current_sign`: `auto` (default: learn it from the 0x93 state byte,
+  protocols.md §4.5), `normal` (raw > 30000 = discharging, most firmware) or `inverted`.
+- D2: `status_registers` 62 or 80 (default: try 80 once at open, fall back to 62).
+The device-level `invert_current: true` of the config flips the result for any type, on top of this.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .a5 import Cmd
 
 OPTIONAL_TIMEOUT = 2.0  # for reads some firmware does not answer
 SIGN_CONFIRMATIONS = 2  # consecutive state/current disagreements before the learned sign flips
+CURRENT_SIGNS: dict[str, bool | None] = {"auto": None, "normal": False, "inverted": True}
 
 
 def _int_option(value: Any) -> int:
@@ -45,8 +46,10 @@ class DalyA5Driver(Driver):
         super().__init__(*args, **kwargs)
         opts = self.options.options
         self.host = _int_option(opts.get("address", self.default_host))
-        invert = opts.get("invert_current")
-        self.invert_current: bool | None = None if invert is None else bool(invert)
+        sign = str(opts.get("current_sign", "auto")).lower()
+        if sign not in CURRENT_SIGNS:
+            raise UsageError(f"current_sign must be one of {', '.join(CURRENT_SIGNS)}, not {sign!r}")
+        self.invert_current: bool | None = CURRENT_SIGNS[sign]
         self.learned_invert = False
         self._sign_seen = False
         self._disagreements = 0
@@ -88,7 +91,7 @@ class DalyA5Driver(Driver):
                                                       "temperature_count": str(self.temperature_count)})
 
     def current_inverted(self, current: float, bms_state: int) -> bool:
-        """Whether to flip the default-sign current: the option if set, else what the 0x93 state byte
+        """Whether to flip the default-sign current: the `current_sign` option if set, else what the 0x93 state byte
         shows (the first sample with enough current decides; a later change needs SIGN_CONFIRMATIONS
         consecutive disagreements, so one sample read across a charge/discharge transition cannot flip it)."""
         if self.invert_current is not None:
@@ -131,7 +134,8 @@ class DalyA5Driver(Driver):
             if not supported:
                 continue
             try:
-                extra = a5.decode_reading(await self._ask(command, OPTIONAL_TIMEOUT))
+                extra = a5.decode_reading(await self._ask(command, min(OPTIONAL_TIMEOUT,
+                                                                       self.options.request_timeout)))
             except TimeoutError:
                 self.optional[command] = False
                 self.log.info("no answer to Daly %#04x; not asking again this session", command)
@@ -177,7 +181,6 @@ class DalyD2Driver(Driver):
         if regs is not None and int(regs) not in (d2.STATUS_REGISTERS, d2.STATUS_REGISTERS_LONG):
             raise UsageError(f"daly2 status_registers must be 62 or 80, not {regs!r}")
         self.status_registers: int | None = None if regs is None else int(regs)
-        self.invert_current = bool(opts.get("invert_current", False))
         self.extension = True  # the separate 0x3E block (62-register devices)
         self.balancer_switch = True
         self.design_capacity: float | None = None
@@ -240,9 +243,6 @@ class DalyD2Driver(Driver):
                 reading["switches"]["balance"] = bool(d2.register_value(switch))
         if self.design_capacity is not None:
             reading["design_capacity"] = self.design_capacity
-        if self.invert_current:
-            reading["current"] = _negate(reading["current"])
-            reading["power"] = _negate(reading["power"])
         return reading
 
     async def set_switch(self, name: str, on: bool) -> None:

@@ -29,6 +29,7 @@ KIND_AUTH: Final = "auth"
 REG_BASIC: Final = 0x03
 REG_CELLS: Final = 0x04
 REG_VERSION: Final = 0x05
+REG_ERROR_COUNTERS: Final = 0xAA
 REG_MOS: Final = 0xE1
 REG_ENTER_FACTORY: Final = 0x00
 REG_EXIT_FACTORY: Final = 0x01
@@ -47,6 +48,14 @@ PROTECTION_ALARMS: Final[tuple[str | None, ...]] = (
 )
 
 
+# 0xAA: 11 u16 BE event counters (then 2 bytes of unknown meaning), for `bmsbus decode`.
+ERROR_COUNTERS: Final = (
+    "short_circuit", "charge_overcurrent", "discharge_overcurrent", "cell_overvoltage", "cell_undervoltage",
+    "charge_overtemperature", "charge_undertemperature", "discharge_overtemperature", "discharge_undertemperature",
+    "pack_overvoltage", "pack_undervoltage",
+)
+
+
 # --- request builders ---------------------------------------------------------------------------------
 
 def build_request(register: int, data: bytes = b"", *, write: bool = False) -> bytes:
@@ -56,10 +65,15 @@ def build_request(register: int, data: bytes = b"", *, write: bool = False) -> b
     return bytes((START, WRITE if write else READ)) + body + jbd_complement(body).to_bytes(2, "big") + bytes((END,))
 
 
-def build_mos(charge_on: bool, discharge_on: bool) -> bytes:
-    """0xE1: both MOS states in one write (data bit0 = charge OFF, bit1 = discharge OFF)."""
+def mos_data(charge_on: bool, discharge_on: bool) -> bytes:
+    """0xE1 data `00 XX`: XX bit0 = 1 switches the charge MOS OFF, bit1 the discharge MOS."""
     xx = (0 if charge_on else MOS_OFF_BITS["charge"]) | (0 if discharge_on else MOS_OFF_BITS["discharge"])
-    return build_request(REG_MOS, bytes((0, xx)), write=True)
+    return bytes((0, xx))
+
+
+def build_mos(charge_on: bool, discharge_on: bool) -> bytes:
+    """0xE1: both MOS states in one write."""
+    return build_request(REG_MOS, mos_data(charge_on, discharge_on), write=True)
 
 
 def build_auth(password: str) -> bytes:
@@ -196,7 +210,7 @@ def _basic_data(frame: Frame) -> bytes:
         raise UnsupportedFrame(f"JBD answered 0x03 with error status {status(frame):#04x}")
     data = payload(frame)
     if len(data) < BASIC_MIN_LEN or len(data) < BASIC_MIN_LEN + 2 * data[22]:
-        raise UnsupportedFrame(f"JBD basic info of {len(data)} bytes is too short for {data[22] if len(data) > 22 else '?'} NTCs")
+        raise UnsupportedFrame(f"JBD basic info of {len(data)} bytes is too short")
     return data
 
 
@@ -265,6 +279,14 @@ def decode_version(frame: Frame) -> str:
     return ascii_field(payload(frame))
 
 
+def error_counters(frame: Frame) -> dict[str, int]:
+    """0xAA: how often each protection has tripped."""
+    data = payload(frame)
+    if frame.kind != REG_ERROR_COUNTERS or len(data) < 2 * len(ERROR_COUNTERS):
+        raise UnsupportedFrame(f"not a JBD error-counter reply (register {frame.kind!r}, {len(data)} bytes)")
+    return {name: int.from_bytes(data[2 * i : 2 * i + 2], "big") for i, name in enumerate(ERROR_COUNTERS)}
+
+
 def auth_result(frame: Frame) -> tuple[int, int]:
     """(command, result byte) of an FF AA reply; result 0 = accepted."""
     data = payload(frame)
@@ -289,6 +311,8 @@ def describe(frame: Frame) -> dict[str, Any]:
         return {**out, **decode_cells(frame)}
     if frame.kind == REG_VERSION:
         return {**out, "model": decode_version(frame)}
+    if frame.kind == REG_ERROR_COUNTERS:
+        return {**out, "error_counters": error_counters(frame)}
     return {**out, "data": payload(frame).hex()}
 
 

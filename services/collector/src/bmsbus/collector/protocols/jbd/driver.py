@@ -1,6 +1,7 @@
 """JBD driver: 0x05 model at open, 0x03 basic info + 0x04 cells per read, 0xE1 MOS writes.
 
-Options: `password` (ASCII) for firmware that wants the FF AA exchange before anything else (§6.6).
+Options: `password` (or `secret`, as the aiobmsble types call it): the app password, for firmware that
+wants the FF AA exchange before anything else (§6.6).
 
 0xE1 carries both MOS states in one byte, so a write of one switch must restate the other. The other MOS
 is kept off only if 0xE1 is what holds it off: we commanded it off in this session, or (before any
@@ -25,7 +26,8 @@ class JbdDriver(Driver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        password = self.options.options.get("password")
+        opts = self.options.options
+        password = opts.get("password", opts.get("secret"))  # `secret`, as for the aiobmsble types
         self.password = None if password in (None, "") else str(password)
         self.fet: dict[str, bool] = {}
         self.locked = False
@@ -84,7 +86,7 @@ class JbdDriver(Driver):
             await self._basic()
         wanted = {other: not self.held_off(other) for other in self.switches}
         wanted[name] = on
-        await self._ask(jbd.REG_MOS, jbd.build_mos(wanted["charge"], wanted["discharge"])[4:-3], write=True)
+        await self._ask(jbd.REG_MOS, jbd.mos_data(wanted["charge"], wanted["discharge"]), write=True)
         self.commanded = dict(wanted)
         _, basic = await self._basic()  # read back
         if basic["switches"].get(name) != on:

@@ -383,13 +383,6 @@ def alarm_codes(bits: int) -> list[str]:
     return [ALARM_CODES[n] if n < len(ALARM_CODES) else f"alarm_bit_{n}" for n in range(32) if bits >> n & 1]
 
 
-def alarm_bits(codes: Iterable[str]) -> int:
-    bits = 0
-    for code in codes:
-        bits |= 1 << (ALARM_CODES.index(code) if code in ALARM_CODES else int(code.rsplit("_", 1)[1]))
-    return bits
-
-
 def sw_major(sw_version: str | None) -> int | None:
     """Major number of a JK software version string ("11.48" -> 11, "7.1.0H" -> 7, "H6.X.." -> None)."""
     if not sw_version:

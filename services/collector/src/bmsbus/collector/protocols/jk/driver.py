@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from typing import ClassVar
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ...codec import DeviceInfo, Frame, Reading, UsageError, merge
 from ...driver import Driver
-from . import ble, uart
+from ...links.base import Link
+from . import ble, pb, uart
 from .ble import Layout, SettingSpec
 
 
@@ -232,3 +237,119 @@ class JkUartDriver(Driver):
         if reading.get("switches", {}).get(name) != on:
             raise WriteNotConfirmed(f"jk_uart switch {name} reads {reading.get('switches', {}).get(name)} "
                                     f"after writing {on}")
+
+
+# --- JK-PB RS485 network -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PackSample:
+    """One pack's reading from a JK-PB bus: identify packs by `device_name` (None until its device info has been
+    heard; the master at address 0 never answers device-info requests), not by `address`."""
+
+    device_name: str | None
+    address: int
+    reading: Reading
+    at: float  # loop time the cell-info frame arrived
+    info: DeviceInfo | None = None
+
+
+class JkPbBus:
+    """Runs a JkPbBusCodec over one Link (a serial port on the RS485-2 bus) for any number of packs.
+
+        async with link:
+            bus = JkPbBus(link, addresses=(1, 2, 3))
+            async for sample in bus.samples():   # one PackSample per cell-info frame heard, any pack
+                publish(sample.device_name or f"address-{sample.address}", sample.reading)
+
+    The codec sniffs while a real master (DIP address 0) polls and becomes master itself when none has been
+    heard for `master_timeout` s (see pb.py). Codec options (cell_interval, identify, ...) pass through.
+    """
+
+    def __init__(self, link: Link, addresses: Iterable[int] = (1,), *, tick: float = 0.02,
+                 **codec_options: Any) -> None:
+        self.link = link
+        self.codec = pb.JkPbBusCodec(tuple(addresses), **codec_options)
+        self.tick = tick
+        self.on_chunk: Callable[[bytes], None] | None = None  # raw capture hook
+        self._ready: deque[PackSample] = deque(maxlen=256)
+
+    async def step(self) -> None:
+        """One turn: maybe write a request, then hear what arrives within `tick` s."""
+        loop = asyncio.get_running_loop()
+        request = self.codec.poll(loop.time())
+        if request is not None:
+            await self.link.send(request)
+        try:
+            async with asyncio.timeout(self.tick):
+                chunk = await self.link.receive()
+        except TimeoutError:
+            chunk = b""
+        if chunk and self.on_chunk is not None:
+            self.on_chunk(chunk)
+        self.codec.feed(chunk, loop.time())
+        while (event := self.codec.next_event()) is not None:
+            if event.kind == ble.TYPE_CELL_INFO:
+                pack = self.codec.packs[event.address]
+                self._ready.append(PackSample(pack.name, event.address, pack.reading(), event.at, pack.info))
+
+    async def next_sample(self, address: int | None = None) -> PackSample:
+        """The next cell-info sample (of `address` when given); safe to cancel (e.g. by a timeout)."""
+        while True:
+            while self._ready:
+                sample = self._ready.popleft()
+                if address is None or sample.address == address:
+                    return sample
+            await self.step()
+
+    async def samples(self) -> AsyncIterator[PackSample]:
+        while True:
+            yield await self.next_sample()
+
+    async def wait_for_info(self, address: int) -> DeviceInfo | None:
+        while (pack := self.codec.packs.get(address)) is None or pack.info is None:
+            await self.step()
+        return pack.info
+
+
+class JkPbDriver(Driver):
+    """One pack on a JK-PB RS485 network (options: `address`, default 1, the pack's DIP address; codec options
+    such as `master_timeout`, `cell_interval`, `identify`). Read-only: writes over the PB bus are Modbus FC10
+    to the 0x1000 block and are not implemented yet. For several packs on one bus use JkPbBus."""
+
+    protocol: ClassVar[str] = "jk_pb"
+    quantities: ClassVar[frozenset[str]] = QUANTITIES[Layout.JK02_32S]
+    switches: ClassVar[tuple[str, ...]] = ()
+    CODEC_OPTIONS: ClassVar[frozenset[str]] = frozenset({
+        "master_timeout", "idle_gap", "response_timeout", "cell_interval", "settings_interval", "identify",
+        "device_info_interval"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        opts = self.options.options
+        self.address = int(opts.get("address", 1))
+        codec_opts = {k: v for k, v in opts.items() if k in self.CODEC_OPTIONS}
+        codec_opts.setdefault("cell_interval", 2.5)
+        self.bus = JkPbBus(self.link, (self.address,), **codec_opts)
+        self.bus.on_chunk = self._chunk
+
+    def _chunk(self, chunk: bytes) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+
+    def new_assembler(self) -> pb.JkPbAssembler:
+        return pb.JkPbAssembler()
+
+    async def open(self) -> DeviceInfo:
+        info: DeviceInfo | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.request_timeout):
+                info = await self.bus.wait_for_info(self.address)
+        info = info or DeviceInfo(manufacturer="JK BMS")
+        info.extra["bus_address"] = str(self.address)
+        return info
+
+    async def read(self) -> Reading:
+        async with asyncio.timeout(self.options.request_timeout):
+            sample = await self.bus.next_sample(self.address)
+        self.codec_errors = self.bus.codec.codec_errors
+        return sample.reading

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ...checksums import sum8
 from ...codec import CodecError
 from ...emulation.base import Faults, PackSimulator, PackState, apply_faults
-from . import ble, uart
+from . import ble, pb, uart
 from .ble import Layout
 
 # --- identity ----------------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class JkBleEmulator:
     def tick(self, now: float) -> list[bytes]:
         if self.physics is not None:
             self.physics.step(now)
-        if not self.streaming or now < self._next_due:
+        if not self.streaming or now < self._next_due - 0.1 * self.stream_interval:  # tolerate early ticks
             return []
         self._next_due = now + self.stream_interval
         return self._out([cell_info_frame(self.state, self.layout, self._count())])
@@ -445,4 +445,136 @@ def uart_read_all_frame(state: PackState, protocol_version: int = 1, record: int
     return uart.build_frame(uart.CMD_READ_ALL, bytes(tl), source=0, transport=1, record=record)
 
 
-__all__ = ["JkBleEmulator", "JkUartEmulator", "uart_read_all_frame", "cell_info_frame", "settings_frame", "device_info_frame", "logbook_frame"]
+# --- JK-PB bus emulator ------------------------------------------------------------------------------
+
+@dataclass
+class JkPbSlave:
+    address: int
+    state: PackState
+    counter: int = 0
+    physics: PackSimulator | None = None
+
+    def frame(self, register: int) -> bytes:
+        self.counter = (self.counter + 1) & 0xFF
+        if register == pb.REG_CELL_INFO:
+            raw = bytearray(cell_info_frame(self.state, Layout.JK02_32S, 0))
+        elif register == pb.REG_SETTINGS:
+            self.state.settings["device_address"] = self.address
+            raw = bytearray(settings_frame(self.state, Layout.JK02_32S, 0))
+        else:
+            raw = bytearray(device_info_frame(self.state, Layout.JK02_32S, 0))
+        raw[5] = 0x05  # RS485 frames carry a constant here (fw 15.10)
+        raw[-1] = sum8(raw[:-1])
+        return bytes(raw)
+
+
+@dataclass
+class JkPbBusEmulator:
+    """A JK-PB RS485 network: `slaves` answer FC10 trigger requests with their 300-byte frame and the FC10
+    ACK; an optional master (address 0, with its own pack `master_state`) polls them every `cycle` s
+    (protocols.md §3.4: per slave 0x1620 then 0x161E, then a self-broadcast of its own type 2 and 1).
+
+    Sans-I/O like every emulator: `receive(bytes written by the collector)`, `tick(now)` for the master's
+    traffic. The collector sees the master's requests too (it is a shared bus). `tick` emits at most one
+    master transaction per call; ticks should come at least every ~40 ms for realistic timing. With `scan`,
+    the master also probes the free addresses up to 15 (no answer, `scan_timeout` each) as [mm] measured.
+    """
+
+    slaves: list[JkPbSlave]
+    master_state: PackState | None = None
+    faults: Faults = field(default_factory=Faults)
+    cycle: float = 4.4
+    step: float = 0.04  # request -> response turnaround, s
+    scan: bool = True
+    scan_timeout: float = 0.22
+    seed: int = 0
+    requests_seen: list[tuple[int, int]] = field(default_factory=list)  # (address, register) from the collector
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._asm = pb.JkPbAssembler()
+        self._queue: list[tuple[int, int]] = []
+        self._cycle_start: float | None = None
+        self._next_at = 0.0
+        self._master_counter = 0
+        for slave in self.slaves:
+            adapt_identity(slave.state, Layout.JK02_32S)
+        if self.master_state is not None:
+            adapt_identity(self.master_state, Layout.JK02_32S)
+
+    @property
+    def state(self) -> PackState:  # the Emulator protocol's `state`: the first pack
+        return self.slaves[0].state if self.slaves else (self.master_state or PackState())
+
+    def by_address(self, address: int) -> JkPbSlave | None:
+        return next((s for s in self.slaves if s.address == address), None)
+
+    def answer(self, address: int, register: int) -> list[bytes]:
+        slave = self.by_address(address)
+        if slave is None or register not in pb.TRIGGER_REGISTERS:
+            return []
+        return apply_faults([slave.frame(register) + pb.build_ack(address, register)], self.faults, self.rng)
+
+    def receive(self, data: bytes) -> list[bytes]:
+        self._asm.feed(data)
+        out: list[bytes] = []
+        while True:
+            try:
+                frame = self._asm.next_frame()
+            except CodecError:
+                continue
+            if frame is None:
+                break
+            if frame.kind != pb.KIND_REQUEST:
+                continue
+            address, register = frame.address or 0, int.from_bytes(frame.raw[2:4], "big")
+            self.requests_seen.append((address, register))
+            out += self.answer(address, register)
+        return out
+
+    def tick(self, now: float) -> list[bytes]:
+        for slave in self.slaves:
+            if slave.physics is not None:
+                slave.physics.step(now)
+        if self.master_state is None or now < self._next_at:
+            return []
+        if not self._queue:
+            if self._cycle_start is not None and now < self._cycle_start + self.cycle:
+                self._next_at = self._cycle_start + self.cycle
+                return []
+            self._cycle_start = now
+            self._queue = [(s.address, reg) for s in self.slaves for reg in (pb.REG_CELL_INFO, pb.REG_SETTINGS)]
+            if self.scan:
+                used = {s.address for s in self.slaves}
+                start = max(used, default=0) + 1
+                self._queue += [(a, -1) for a in range(start, 16) if a not in used]  # probes, no answer
+            self._queue.append((0, pb.REG_CELL_INFO))  # self-broadcast marker
+            self._queue.append((0, pb.REG_SETTINGS))
+        address, register = self._queue.pop(0)
+        self._next_at = now + self.step
+        if register == -1:
+            self._next_at = now + self.scan_timeout
+            return [pb.build_trigger(address, pb.REG_CELL_INFO)]
+        if address == 0:  # the master's own frames, no request before them
+            self._master_counter = (self._master_counter + 1) & 0xFF
+            master = JkPbSlave(0, self.master_state, self._master_counter)
+            return apply_faults([master.frame(register)], self.faults, self.rng)
+        return [pb.build_trigger(address, register)] + self.answer(address, register)
+
+
+def make_bus(slaves: int = 3, master: bool = False, cells: int = 16, chemistry: str = "lfp",
+             seed: int = 0) -> JkPbBusEmulator:
+    """A bus of packs at addresses 1..slaves (named "pack-<address>"), plus an address-0 master if asked."""
+    from ...emulation.base import make_pack
+
+    packs = [JkPbSlave(a, make_pack(chemistry, cells, name=f"pack-{a}", seed=seed + a)) for a in range(1, slaves + 1)]
+    master_state = make_pack(chemistry, cells, name="pack-0", seed=seed) if master else None
+    return JkPbBusEmulator(packs, master_state, seed=seed)
+
+
+def single_slave_bus(state: PackState) -> JkPbBusEmulator:
+    """The `jk_pb` entry's emulator: one pack at address 1, no master."""
+    return JkPbBusEmulator([JkPbSlave(1, state)])
+
+
+__all__ = ["single_slave_bus", "JkBleEmulator", "JkPbBusEmulator", "JkPbSlave", "make_bus", "JkUartEmulator", "uart_read_all_frame", "cell_info_frame", "settings_frame", "device_info_frame", "logbook_frame"]

@@ -86,8 +86,9 @@ class JkUartAssembler:
             raise FramingError(f"junk: dropped {len(junk)} bytes ({junk[:16].hex()})")
 
     def _resync(self, limit: int) -> None:
-        nxt = self._buf.find(STX, 1, limit)
-        del self._buf[: nxt if nxt > 0 else limit]
+        """Drop a bad frame start: up to the next STX before `limit`, else `limit` bytes."""
+        nxt = self._buf.find(STX, 1, limit + 1)
+        del self._buf[: nxt if nxt > 0 else max(limit, 2)]
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -102,15 +103,16 @@ class JkUartAssembler:
             return None
         (length,) = struct.unpack_from(">H", buf, 2)
         if not MIN_LEN <= length <= MAX_LEN:
-            del buf[:2]
+            self._resync(len(buf) - (1 if buf[-1:] == STX[:1] else 0))
             raise FramingError(f"JK UART length {length} out of range")
         total = length + 2
         if len(buf) < total:
             return None
         expected, actual = sum16(buf[: total - 4]), int.from_bytes(buf[total - 2 : total], "big")
-        if buf[total - 5] != END_MARK:
+        end_mark = buf[total - 5]
+        if end_mark != END_MARK:
             self._resync(total)
-            raise FramingError(f"JK UART frame without end mark 0x68 (got {buf[total - 5]:#04x})")
+            raise FramingError(f"JK UART frame without end mark 0x68 (got {end_mark:#04x})")
         if expected != actual:
             self._resync(total)
             raise ChecksumError(expected, actual, "JK UART frame")

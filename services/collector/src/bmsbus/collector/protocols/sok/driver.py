@@ -64,9 +64,9 @@ class SokDriver(Driver):
     async def open(self) -> DeviceInfo:
         info = DeviceInfo(manufacturer="Chunguang Song", model="ABC-BMS")
         try:
-            (frame,) = await asyncio.wait_for(self._collect(codec.CMD_INFO, codec.REQUEST_INFO),
-                                              self.problem_timeout)
-            info.model = codec.decode_model(frame.raw) or info.model
+            frames = await asyncio.wait_for(self._collect(codec.CMD_INFO, codec.REQUEST_INFO), self.problem_timeout)
+            model = next(f for f in frames if f.kind == codec.T_MODEL)
+            info.model = codec.decode_model(model.raw) or info.model
         except TimeoutError:
             self.log.debug("no F1 device-info reply")
         return info

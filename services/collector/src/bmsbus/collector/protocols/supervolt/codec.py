@@ -218,6 +218,16 @@ def alarm_codes(working_state: int) -> list[str]:
 
 # --- decoders ----------------------------------------------------------------------------------------
 
+def is_request(frame: Frame) -> bool:
+    """A host request: header only (14 chars)."""
+    return len(frame.raw) == MIN_FRAME
+
+
+def is_reply(frame: Frame, command: int) -> bool:
+    """A reply to `command`. Like [aio], the reply flag 0x80 is not required (batmon's fixture lacks it)."""
+    return not is_request(frame) and int(frame.kind) & ~REPLY_FLAG == command
+
+
 def _cells(data: bytes) -> list[float]:
     mv = list(struct.unpack_from(f">{MAX_CELLS}H", data, CELLS_OFFSET))
     while mv and mv[-1] == 0:
@@ -227,8 +237,8 @@ def _cells(data: bytes) -> list[float]:
 
 def decode_realtime(frame: Frame) -> Reading:
     """A 0x82 reply (128 or 140 chars) -> Reading. Pack voltage is not on the wire: it is the cell sum."""
-    if frame.kind != KIND_REALTIME:
-        raise UnsupportedFrame(f"not an E&J realtime reply: cmd {frame.kind:#04x}")
+    if not is_reply(frame, CMD_REALTIME):
+        raise UnsupportedFrame(f"not an E&J realtime reply: cmd {frame.kind:#04x}, {len(frame.raw)} chars")
     data = payload_of(frame)
     if len(frame.raw) not in (REALTIME_CHARS, SINGLE_FRAME_CHARS):
         raise UnsupportedFrame(f"E&J realtime reply of {len(frame.raw)} chars")
@@ -259,26 +269,26 @@ def working_state(frame: Frame) -> int:
 
 def has_capacity(frame: Frame) -> bool:
     """True for a single-frame realtime reply (no capacity request needed)."""
-    return frame.kind == KIND_REALTIME and len(frame.raw) == SINGLE_FRAME_CHARS
+    return is_reply(frame, CMD_REALTIME) and len(frame.raw) == SINGLE_FRAME_CHARS
 
 
 def decode_capacity(frame: Frame) -> Reading:
-    if frame.kind != KIND_CAPACITY or len(frame.raw) != CAPACITY_CHARS:
+    if not is_reply(frame, CMD_CAPACITY) or len(frame.raw) != CAPACITY_CHARS:
         raise UnsupportedFrame(f"not an E&J capacity reply: cmd {frame.kind:#04x}, {len(frame.raw)} chars")
     return dict(CAPACITY_FIELDS.decode(payload_of(frame)))
 
 
-DECODERS: Final = {KIND_REALTIME: decode_realtime, KIND_CAPACITY: decode_capacity}
+DECODERS: Final = {CMD_REALTIME: decode_realtime, CMD_CAPACITY: decode_capacity}
 
 
 def decode_frame(frame: Frame) -> dict[str, Any]:
     """Any frame -> JSON-able dict (`frame_type` = cmd byte; requests decode to their command)."""
-    decoder = DECODERS.get(frame.kind)  # type: ignore[call-overload]
-    if decoder is not None:
-        return {"frame_type": frame.kind, **decoder(frame)}
-    if isinstance(frame.kind, int) and not frame.kind & REPLY_FLAG:
+    if is_request(frame):
         return {"frame_type": frame.kind, "request": True, "address": frame.address}
-    raise UnsupportedFrame(f"E&J command {frame.kind:#04x}")
+    decoder = DECODERS.get(int(frame.kind) & ~REPLY_FLAG)
+    if decoder is None:
+        raise UnsupportedFrame(f"E&J command {frame.kind:#04x}")
+    return {"frame_type": frame.kind, **decoder(frame)}
 
 
 def decode(chunks: Iterable[bytes], *, verify_checksum: bool = True) -> list[dict[str, Any]]:

@@ -29,9 +29,9 @@ class SupervoltDriver(Driver):
         return DeviceInfo(manufacturer="E&J Technology", model="Supervolt / E&J smart BMS")
 
     async def read(self) -> Reading:
-        frame = await self.transact(codec.REQUEST_REALTIME, lambda f: f.kind == codec.KIND_REALTIME)
+        frame = await self.transact(codec.REQUEST_REALTIME, lambda f: codec.is_reply(f, codec.CMD_REALTIME))
         reading = codec.decode_realtime(frame)
         if codec.has_capacity(frame):
             return reading
-        cap = await self.transact(codec.REQUEST_CAPACITY, lambda f: f.kind == codec.KIND_CAPACITY)
+        cap = await self.transact(codec.REQUEST_CAPACITY, lambda f: codec.is_reply(f, codec.CMD_CAPACITY))
         return merge(reading, codec.decode_capacity(cap))

@@ -23,6 +23,7 @@ from .codec import (
     WS_DISCHARGING,
     SupervoltAssembler,
     build_frame,
+    is_request,
 )
 
 VERSION: Final = 0x31
@@ -92,7 +93,7 @@ class SupervoltEmulator:
     def receive(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
         for item in drain(self._asm, data):
-            if isinstance(item, CodecError):
+            if isinstance(item, CodecError) or not is_request(item):
                 continue
             if item.kind == CMD_REALTIME:
                 out.append(self.realtime_frame())

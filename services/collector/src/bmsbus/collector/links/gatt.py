@@ -1,0 +1,69 @@
+"""Choosing the notify and write characteristics from a GATT table, the same way for every BLE backend.
+
+By UUID *and* property: newer JK modules carry two characteristics with the same UUID (FFE1), a write-only
+one and a notify-only one; older ones a single FFE1 doing both. The write mode is the protocol's
+(`BleSpec.write_with_response`) where the characteristic offers it, else the one it offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..driver import BleSpec
+from .base import LinkError
+
+BASE_UUID = "-0000-1000-8000-00805f9b34fb"
+WRITE_PROPS = frozenset({"write", "write-without-response"})
+NOTIFY_PROPS = frozenset({"notify", "indicate"})
+# GATT characteristic property bits (ESPHome sends these as an int)
+PROPERTY_BITS = {0x01: "broadcast", 0x02: "read", 0x04: "write-without-response", 0x08: "write", 0x10: "notify",
+                 0x20: "indicate", 0x40: "authenticated-signed-writes", 0x80: "extended-properties"}
+
+
+def uuid128(uuid: str) -> str:
+    """'ffe1' / '0xFFE1' / '0000ffe1' / a full UUID -> the lower-case 128-bit form."""
+    u = uuid.lower().removeprefix("0x")
+    if len(u) == 4:
+        return f"0000{u}{BASE_UUID}"
+    if len(u) == 8:
+        return f"{u}{BASE_UUID}"
+    return u
+
+
+def property_names(bits: int) -> frozenset[str]:
+    return frozenset(name for bit, name in PROPERTY_BITS.items() if bits & bit)
+
+
+@dataclass(frozen=True, slots=True)
+class Char:
+    uuid: str  # 128-bit, lower case
+    handle: int
+    properties: frozenset[str]
+    service: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    notify: Char
+    write: Char
+    write_response: bool
+
+
+def choose(chars: Iterable[Char], spec: BleSpec, who: str) -> Choice:
+    service = uuid128(spec.service)
+    table = [c for c in chars if c.service in ("", service)]
+    notify_uuid, write_uuid = uuid128(spec.notify), uuid128(spec.write)
+    notify = [c for c in table if c.uuid == notify_uuid and c.properties & NOTIFY_PROPS]
+    writes = [c for c in table if c.uuid == write_uuid and c.properties & WRITE_PROPS]
+    if not notify or not writes:
+        have = ", ".join(f"{c.uuid[4:8] if c.uuid.endswith(BASE_UUID) else c.uuid}@{c.handle}:{'/'.join(sorted(c.properties))}"
+                         for c in table)
+        raise LinkError(f"{who}: service {service} lacks a notify {notify_uuid} or a write {write_uuid} "
+                        f"characteristic (has {have or 'none'})")
+    wanted = "write" if spec.write_with_response else "write-without-response"
+    # Prefer the protocol's write mode, then a write characteristic that is not the notify one.
+    writes.sort(key=lambda c: (wanted not in c.properties, c == notify[0], c.handle))
+    write = writes[0]
+    response = spec.write_with_response if wanted in write.properties else not spec.write_with_response
+    return Choice(notify[0], write, response)

@@ -1,0 +1,163 @@
+"""The bridge with a real collector (simulated JK BMS over the real codec) and HA's availability rules.
+
+HA itself is not run; two small pieces of HA behaviour are modelled here instead, from the reference:
+- availability: every entry of the (component's or device's) `availability` list must say `payload_available`
+  (`availability_mode: all`), evaluated on the last retained payload of each topic;
+- value templates: the bridge only uses `{{ value_json.<key> }}`, so rendering is a key lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from bmsbus.collector.service import Collector
+from bmsbus.ha_bridge.discovery import GROUP_AVAILABLE, LINK_AVAILABLE
+from bmsbus.ha_bridge.service import HaBridge
+from bmsbus.shared.config import parse_config
+from bmsbus.shared.models import Link, Meta
+
+pytestmark = pytest.mark.broker
+
+ROOT = "bmsbus/v1/t"
+TEMPLATE = re.compile(r"^\{\{ value_json\.([a-z0-9_]+) \}\}$")
+
+
+def last(w, topic: str) -> bytes | None:
+    for t, payload, _ in reversed(w.messages):
+        if t == topic:
+            return payload
+    return None
+
+
+def render(component: dict[str, Any], w) -> Any:
+    """What HA shows for a component: its value template applied to the last state message."""
+    key = TEMPLATE.match(component["value_template"]).group(1)  # type: ignore[union-attr]
+    payload = last(w, component["state_topic"])
+    return None if payload is None else json.loads(payload)[key]
+
+
+def available(config: dict[str, Any], key: str, w) -> bool:
+    c = config["components"][key]
+    entries = c.get("availability", config["availability"])
+    assert c.get("availability_mode", config["availability_mode"]) == "all"
+    for a in entries:
+        payload = last(w, a["topic"])
+        if payload is None:
+            return False
+        template = a.get("value_template")
+        if template is None:
+            value = payload.decode()
+        elif template == LINK_AVAILABLE:
+            value = "online" if json.loads(payload)["ok"] else "offline"
+        elif template == GROUP_AVAILABLE:
+            value = "offline" if json.loads(payload)["stale"] else "online"
+        else:
+            raise AssertionError(f"unknown availability template {template}")
+        if value != a.get("payload_available", "online"):
+            return False
+    return True
+
+
+def discovery(w, device: str) -> dict[str, Any] | None:
+    payload = last(w, f"homeassistant/device/bmsbus_t_{device}/config")
+    return json.loads(payload) if payload else None
+
+
+async def test_availability_follows_collector_and_link(bridge, publish, watcher_factory) -> None:
+    async with watcher_factory("homeassistant/#", f"{ROOT}/#") as w, bridge():
+        await publish("collector/col/status", "online", retain=True)
+        for bms in ("p1", "p2"):
+            await publish(f"bms/{bms}/meta", Meta(bms=bms, collector="col", name=bms, type="jk",
+                                                  quantities=["voltage"]), retain=True)
+            await publish(f"bms/{bms}/link", Link(bms=bms, state="connected", ok=True, ts=time.time()), retain=True)
+        await w.wait_for(lambda: discovery(w, "p1") and discovery(w, "p2"), what="discovery")
+        p1, p2 = discovery(w, "p1"), discovery(w, "p2")
+        await w.wait_for(lambda: available(p1, "voltage", w) and available(p2, "voltage", w), what="available")
+
+        # One BMS link drops: only that pack's telemetry goes unavailable; its link diagnostics stay.
+        await publish("bms/p2/link", Link(bms="p2", state="disconnected", ok=False, ts=time.time(),
+                                          last_error="TimeoutError"), retain=True)
+        await w.wait_for(lambda: not available(p2, "voltage", w), what="p2 unavailable")
+        assert available(p1, "voltage", w) and available(p2, "link_state", w)
+        await w.wait_for(lambda: render(p2["components"]["link_state"], w) == "disconnected", what="link state")
+        assert render(p2["components"]["last_error"], w) == "TimeoutError"
+
+        # The collector dies: its last will makes every entity of both packs unavailable.
+        await publish("collector/col/status", "offline", retain=True)
+        await w.wait_for(lambda: not available(p1, "voltage", w), what="p1 unavailable")
+        assert not available(p1, "link_state", w) and not available(p2, "link_state", w)
+
+        await publish("collector/col/status", "online", retain=True)
+        await w.wait_for(lambda: available(p1, "voltage", w), what="p1 back")
+        assert not available(p2, "voltage", w)
+
+
+async def test_bridge_death_publishes_its_last_will(mosquitto, watcher_factory) -> None:
+    """The bridge's own status is in every availability list (it feeds the HA state topics): killed, it says
+    offline through its last will."""
+    script = ("import asyncio\n"
+              "from bmsbus.shared.config import parse_config, MqttConfig\n"
+              "from bmsbus.ha_bridge.service import HaBridge\n"
+              "cfg = parse_config({'site': 't', 'ha_bridge': {'remove_stale': False}})\n"
+              f"cfg.mqtt = MqttConfig(host='127.0.0.1', port={mosquitto.port})\n"
+              "asyncio.run(HaBridge(cfg).run())\n")
+    async with watcher_factory(f"{ROOT}/ha/status") as w:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        try:
+            await w.wait_for(lambda: w.on("/ha/status")[-1:] == [b"online"], what="bridge online")
+        finally:
+            proc.kill()
+            await proc.wait()
+        await w.wait_for(lambda: w.on("/ha/status")[-1:] == [b"offline"], what="bridge last will")
+
+
+@contextlib.asynccontextmanager
+async def running(*coros):
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+
+async def test_switch_round_trip_with_a_real_collector(mqtt_config, watcher_factory, publish) -> None:
+    cfg = parse_config({"site": "t", "collector": {"id": "col", "sample_period": 0.3},
+                        "devices": [{"alias": "p1", "type": "simulated", "protocol": "jk_32s", "cells": 4}],
+                        "ha_bridge": {"remove_stale": False}})
+    cfg.mqtt = mqtt_config
+    async with watcher_factory("homeassistant/#", f"{ROOT}/#") as w, running(Collector(cfg).run(),
+                                                                             HaBridge(cfg).run()):
+        await w.wait_for(lambda: (d := discovery(w, "p1")) and "switch_charge" in d["components"]
+                         and "cell_voltages_4" in d["components"], what="discovery with switches and cells")
+        config = discovery(w, "p1")
+        switch = config["components"]["switch_charge"]
+        assert switch["platform"] == "switch" and "optimistic" not in switch
+        await w.wait_for(lambda: render(switch, w) == "ON" and available(config, "switch_charge", w),
+                         what="charge ON and available")
+        assert 2.5 < render(config["components"]["cell_voltages_1"], w) < 4.3
+
+        # HA switches charge off: command -> collector -> emulated BMS -> read-back -> next sample -> HA state.
+        await publish(switch["command_topic"], "OFF")
+        await w.wait_for(lambda: w.json_on("/bms/p1/cmd/result"), what="command result")
+        cmd, result = w.json_on("/bms/p1/cmd")[-1], w.json_on("/bms/p1/cmd/result")[-1]
+        assert (cmd["switch"], cmd["value"], cmd["origin"]) == ("charge", False, "ha_bridge")
+        assert (result["id"], result["status"]) == (cmd["id"], "ok")
+        await w.wait_for(lambda: render(switch, w) == "OFF", what="HA state OFF from a sample")
+        await w.wait_for(lambda: render(config["components"]["last_command"], w) == "charge OFF: ok",
+                         what="last command ok")
+
+        await publish(switch["command_topic"], "ON")
+        await w.wait_for(lambda: render(switch, w) == "ON", what="HA state back ON")
+        assert all(c["status"] == "ok" for c in w.json_on("/bms/p1/cmd/result"))

@@ -1,0 +1,95 @@
+"""Pure parts of the bridge: HA state flattening and rounding, command translation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bmsbus.ha_bridge import commands as cmds
+from bmsbus.ha_bridge.entities import (ENUM_OPTIONS, GroupFacts, PackFacts, group_entities, pack_entities)
+from bmsbus.ha_bridge.state import (charge_mode, control_values, group_switch_values, render, sample_values,
+                                    state_values)
+from bmsbus.shared.models import BatteryState, Command, Control, Limit, Sample
+
+TS = 1763700000.0
+
+
+def test_counters_keep_their_resolution_and_stay_monotonic() -> None:
+    entities = group_entities(GroupFacts(state_keys=frozenset({"energy_in_kwh", "energy_out_kwh"})))
+    previous = -1.0
+    for raw in (123456.7891, 123456.7894, 123456.7899, 999999.9995):
+        out = render(entities, "state", state_values(BatteryState(id="g", kind="group", energy_in_kwh=raw)))
+        assert abs(out["energy_in_kwh"] - raw) <= 0.0005  # decimal places, never significant digits
+        assert out["energy_in_kwh"] >= previous
+        previous = out["energy_in_kwh"]
+
+
+def test_absent_values_are_null_and_every_declared_key_is_present() -> None:
+    q = frozenset({"voltage", "current", "soc", "charge", "cell_voltages", "switches"})
+    entities = pack_entities(PackFacts(quantities=q, writable_switches=("charge",), cells=3))
+    out = render(entities, "sample", sample_values(Sample(bms="p", ts=TS, boot="b", seq=0, voltage=52.0)))
+    assert set(out) == {e.key for e in entities if e.source == "sample"}
+    assert out["voltage"] == 52.0 and out["soc"] is None and out["cell_voltages_2"] is None
+    assert out["switch_charge"] is None and out["time_to_empty"] is None
+    json.dumps(out, allow_nan=False)
+
+
+def test_sample_derivations() -> None:
+    s = Sample(bms="p", ts=TS, boot="b", seq=0, voltage=50.0, current=20.0, charge=50.0, capacity=100.0,
+               cell_voltages=[3.30, 3.35, 3.28], balancing=[1], alarms=["cell_ovp"], problem_code=0,
+               switches={"charge": False})
+    v = sample_values(s)
+    assert v["power_flow"] == -1000.0  # charging is negative in HA's power-flow convention
+    assert v["time_to_full"] == pytest.approx(9000.0) and v["time_to_empty"] is None
+    assert (v["cell_min_index"], v["cell_max_index"]) == (3, 2)
+    assert v["cell_delta"] == pytest.approx(0.07)
+    assert (v["balancing"], v["problem"], v["alarms"], v["switch_charge"]) == ("ON", "ON", "cell_ovp", "OFF")
+
+
+def test_state_indices_are_one_based_and_aggregator_values_win() -> None:
+    st = BatteryState(id="g", kind="group", cell_min_index=0, cell_max_index=3, current=-1.0, charge=10.0,
+                      time_to_empty=1.0)
+    v = state_values(st)
+    assert (v["cell_min_index"], v["cell_max_index"], v["time_to_empty"]) == (1, 4, 1.0)
+    assert v["alarm"] == "OFF" and v["degraded"] == "OFF"
+
+
+@pytest.mark.parametrize("mode,base", [("Bulk", "bulk"), ("Absorption (Cell OVP) + Balancing", "absorption"),
+                                       ("Float Transition", "float_transition"), ("Float", "float"),
+                                       ("Blocked: cell undervoltage", "blocked"), ("Weird", "other")])
+def test_charge_mode_base(mode: str, base: str) -> None:
+    assert charge_mode(mode) == base and base in ENUM_OPTIONS["charge_mode"]
+
+
+def test_control_values_always_carry_a_valid_enum() -> None:
+    v = control_values(Control(id="g", kind="group", ts=TS, mode="Bulk", charge_current=Limit(value=0, reason="x")))
+    assert v["soc_window"] in ENUM_OPTIONS["soc_window"] and v["charge_current"] == 0
+
+
+def test_group_switch_state() -> None:
+    assert group_switch_values([{"charge": True}, {"charge": True}], ["charge"]) == {"switch_charge": "ON"}
+    assert group_switch_values([{"charge": False}, {"charge": False}], ["charge"]) == {"switch_charge": "OFF"}
+    assert group_switch_values([{"charge": True}, {"charge": False}], ["charge"]) == {"switch_charge": None}
+    assert group_switch_values([{"charge": True}, None], ["charge"]) == {"switch_charge": None}
+
+
+def test_switch_command() -> None:
+    c = cmds.switch_command("charge", b" on ", now=100.0, expiry=15.0)
+    assert isinstance(c, Command) and c.value is True and c.expires == 115.0 and c.origin == "ha_bridge"
+    assert c.id != cmds.switch_command("charge", b"ON", now=100.0, expiry=15.0).id  # fresh id each time
+    with pytest.raises(cmds.CommandError):
+        cmds.switch_command("charge", b"TOGGLE", now=100.0, expiry=15.0)
+
+
+def test_setting_and_reset_requests() -> None:
+    body = json.loads(cmds.setting_request("g", "max_cell_voltage", b"3.45", kind="number", now=1.0, expiry=2.0,
+                                           id="x"))
+    assert body == {"schema_version": 1, "id": "x", "battery": "g", "settings": {"max_cell_voltage": 3.45},
+                    "issued": 1.0, "expires": 3.0, "origin": "ha_bridge"}
+    for bad in (b"nan", b"inf", b"abc"):
+        with pytest.raises(cmds.CommandError):
+            cmds.setting_request("g", "x", bad, kind="number", now=1.0, expiry=2.0)
+    with pytest.raises(cmds.CommandError):
+        cmds.setting_request("g", "mode", b"turbo", kind="select", options=("auto", "off"), now=1.0, expiry=2.0)
+    assert json.loads(cmds.reset_meters_request("g", now=1.0, expiry=2.0))["battery"] == "g"
