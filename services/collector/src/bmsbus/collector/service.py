@@ -112,6 +112,12 @@ def open_link(dev: DeviceConfig, entry: ProtocolEntry) -> LinkProto:
         from .simulated import simulated_link
 
         return simulated_link(dev, entry)
+    if getattr(entry.driver, "owns_transport", False):
+        # aiobmsble plugins drive their own BleakClient: the driver makes its own link.
+        options = dict(dev.options)
+        if dev.pin is not None:
+            options.setdefault("pin", dev.pin.get_secret_value())
+        return entry.driver.make_link(dev.address, DriverOptions(options=options))  # type: ignore[attr-defined]
     from .links.factory import open_link as open_real_link
 
     return open_real_link(dev, entry)
