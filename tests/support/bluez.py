@@ -136,7 +136,7 @@ class BluezStack:
             args += ["--rssi", f"{addr}={value}"]
         log = self.workdir / "bluezoo.log"
         with open(log, "ab") as err:
-            self.zoo = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+            self.zoo = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.PIPE,
                                         env=self.env, cwd=self.workdir, text=True)
         line = _read_line(self.zoo.stdout, self.zoo, "bluezoo", 15, log)  # type: ignore[arg-type]
         if line != "READY":
@@ -182,7 +182,8 @@ class Peripheral:
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=err,
                                          env=self.stack.env, cwd=self.stack.workdir, text=True)
-        line = _read_line(self.proc.stdout, self.proc, f"peripheral {self.name}", 20, self.log)  # type: ignore[arg-type]
+        assert self.proc.stdout is not None
+        line = _read_line(self.proc.stdout, self.proc, f"peripheral {self.name}", 20, self.log)
         if line != "READY":
             raise RuntimeError(f"peripheral said {line!r}")
         return self
@@ -191,7 +192,8 @@ class Peripheral:
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write("stats\n")
         self.proc.stdin.flush()
-        return json.loads(_read_line(self.proc.stdout, self.proc, "peripheral stats", 5, self.log))  # type: ignore[arg-type]
+        assert self.proc.stdout is not None
+        return json.loads(_read_line(self.proc.stdout, self.proc, "peripheral stats", 5, self.log))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None and self.proc.stdin is not None:
@@ -284,7 +286,8 @@ def _zoo_main(argv: list[str]) -> None:
         self.services_resolved = False
         await original_disconnect(self, uuid)
 
-    original_prepare = GattCharacteristicClientLink._GattCharacteristicClientLink__prepare_options  # type: ignore[attr-defined]
+    mangled = "_GattCharacteristicClientLink__prepare_options"  # a private helper of ReadValue / WriteValue
+    original_prepare = getattr(GattCharacteristicClientLink, mangled)
 
     def prepare_options(self: GattCharacteristicClientLink, options: dict) -> dict:
         device = self.service.device
@@ -313,13 +316,19 @@ def _zoo_main(argv: list[str]) -> None:
     Adapter.add_device = add_device  # type: ignore[method-assign]
     Device.pair = pair  # type: ignore[method-assign]
     Device.disconnect = disconnect  # type: ignore[method-assign]
-    GattCharacteristicClientLink._GattCharacteristicClientLink__prepare_options = prepare_options  # type: ignore[attr-defined]
+    setattr(GattCharacteristicClientLink, mangled, prepare_options)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(bz.startup(bus="system", adapters=[bz.BluetoothAddress(a) for a in args.adapters],
                                        auto_enable=True, scan_interval=1))
     loop.run_until_complete(asyncio.sleep(0.1))  # let the powering-on background tasks run
+
+    def parent_gone() -> None:  # stdin closes when the test process ends, however it ends
+        if not os.read(sys.stdin.fileno(), 1024):
+            loop.stop()
+
+    loop.add_reader(sys.stdin.fileno(), parent_gone)
     print("READY", flush=True)
     loop.run_forever()
 

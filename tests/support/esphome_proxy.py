@@ -296,7 +296,8 @@ class _Session:
             p.release(msg.address)
             self.send(pb.BluetoothDeviceConnectionResponse(address=msg.address, connected=False))
         else:
-            self.send(pb.BluetoothDeviceConnectionResponse(address=msg.address, connected=msg.address in self.connected))
+            self.send(pb.BluetoothDeviceConnectionResponse(address=msg.address,
+                                                           connected=msg.address in self.connected))
 
     def notify(self, dev: FakeDevice, frame: bytes) -> None:
         handle = 3

@@ -99,7 +99,8 @@ async def test_jk_frames_stream_through_bluez_and_decode(peripheral) -> None:  #
     assert bytes.fromhex(writes[0][0])[:4] == bytes.fromhex("aa5590eb")
 
 
-async def test_link_loss_is_link_closed_and_the_link_reconnects(peripheral, system_bus: BluezStack) -> None:  # noqa: ANN001
+async def test_link_loss_is_link_closed_and_the_link_reconnects(peripheral,  # noqa: ANN001
+                                                                system_bus: BluezStack) -> None:
     peripheral(3, "JK_LOSS", "jk")
     entry = protocols.get("jk")
     link = jk_link(mac(3), adapter="hci0")
@@ -233,7 +234,8 @@ async def test_no_system_bus_is_a_link_error(monkeypatch: pytest.MonkeyPatch, tm
         _reset_dbus_socket_cache()
 
 
-def test_bmsbus_scan_lists_devices_with_a_type_guess(peripheral, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_bmsbus_scan_lists_devices_with_a_type_guess(peripheral,  # noqa: ANN001
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     peripheral(10, "ANT-BLE24BHUB", "echo")
     assert bmsbus(["scan", "--adapter", "hci1", "--timeout", "2.5", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -260,7 +262,8 @@ def test_bmsbus_snoop_dumps_gatt_and_notifications_and_probes(peripheral, tmp_pa
     assert meta["tool"] == "snoop" and any(d == "tx" for _, d, _ in records) and any(d == "rx" for _, d, _ in records)
 
 
-async def test_the_collector_supervisor_reads_loses_and_regains_a_bluez_device(peripheral, system_bus) -> None:  # noqa: ANN001
+async def test_the_collector_supervisor_reads_loses_and_regains_a_bluez_device(peripheral,  # noqa: ANN001
+                                                                               system_bus: BluezStack) -> None:
     """The lead's DeviceRunner, unmodified, with open_link -> factory -> BleLink: samples flow, a radio
     drop is reported as `disconnected`, and the runner reconnects by itself."""
     from bmsbus.collector.service import DeviceRunner, Outbox

@@ -46,7 +46,8 @@ CASES = [
 
 @pytest.mark.parametrize(("mapper", "raised", "expected", "text"), CASES,
                          ids=[f"{m.__module__.rsplit('.', 1)[-1]}-{type(r).__name__}" for m, r, _, _ in CASES])
-def test_library_errors_become_link_errors(mapper, raised: Exception, expected: type, text: str) -> None:  # noqa: ANN001
+def test_library_errors_become_link_errors(mapper, raised: Exception, expected: type,  # noqa: ANN001
+                                           text: str) -> None:
     with pytest.raises(expected, match=text) as info:
         with mapper("dev", "act"):
             raise raised

@@ -21,7 +21,8 @@ ECHO = BleSpec(service="ffe0", notify="ffe1", write="ffe1", write_with_response=
 
 def jk_device(address: str, name: str, rssi: int = -60, **kw: object) -> FakeDevice:
     assert JK.emulator is not None
-    return FakeDevice(address, name, JK.emulator(make_pack(cells=16, name=name, seed=7)), rssi=rssi, **kw)  # type: ignore[arg-type]
+    emulator = JK.emulator(make_pack(cells=16, name=name, seed=7))
+    return FakeDevice(address, name, emulator, rssi=rssi, **kw)  # type: ignore[arg-type]
 
 
 def config(*proxies: FakeProxy, psk: str | None = None) -> list[ProxyConfig]:
@@ -63,7 +64,8 @@ async def test_wrong_key_and_missing_key_are_auth_errors() -> None:
     async with asyncio.timeout(20), FakeProxy(noise_psk=noise_key(3)) as proxy:
         proxy.add(jk_device("C8:47:80:00:10:02", "JK_KEYS"))
         with pytest.raises(ProxyAuthError, match="noise_psk"):
-            async with EsphomeLink("JK_KEYS", JK.ble, config(proxy, psk=noise_key(9)), scan_timeout=5):  # type: ignore[arg-type]
+            wrong = config(proxy, psk=noise_key(9))
+            async with EsphomeLink("JK_KEYS", JK.ble, wrong, scan_timeout=5):  # type: ignore[arg-type]
                 pass
         plain = [ProxyConfig("127.0.0.1", proxy.port, name="no-key")]
         with pytest.raises(ProxyAuthError, match="noise_psk"):

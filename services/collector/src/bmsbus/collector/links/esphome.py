@@ -167,6 +167,7 @@ class Proxy:
         self.auth_failed: ProxyAuthError | None = None  # set while the proxy refuses our credentials
         self.listeners: list[Any] = []  # called (sync) on every change: the pool wakes its waiters
         self._changed = asyncio.Event()
+        self.connect_lock = asyncio.Lock()  # one connection attempt at a time per proxy, like HA's habluetooth
 
     def __repr__(self) -> str:
         return f"Proxy({self.cfg.label})"
@@ -467,7 +468,7 @@ class EsphomeLink(QueueLink):
             stack.callback(proxy.links.discard, self)
             stack.push_async_callback(self._disconnect, proxy, sighting.address)
             with mapped(f"{self.name} via {proxy.cfg.label}", "connect"):
-                async with asyncio.timeout(self.connect_timeout):
+                async with asyncio.timeout(self.connect_timeout), proxy.connect_lock:
                     await self._connect(proxy, sighting)
         except BaseException:
             self._stack = None
@@ -511,8 +512,8 @@ class EsphomeLink(QueueLink):
                 self._lost(f"device disconnected (proxy {proxy.cfg.label}, error {error:#x})")
 
         self._cancel_state = await client.bluetooth_device_connect(
-            address, on_state, timeout=max(5.0, self.connect_timeout - 5), feature_flags=proxy.feature_flags, has_cache=False,
-            address_type=sighting.address_type)
+            address, on_state, timeout=max(5.0, self.connect_timeout - 5),  # its own timeout cleans up first
+            feature_flags=proxy.feature_flags, has_cache=False, address_type=sighting.address_type)
         if not self._connected:
             error = errors[-1] if errors else 0
             raise LinkError(f"proxy {proxy.cfg.label} could not connect to {self.mac}: error {error:#x}"

@@ -96,7 +96,8 @@ def open_link(dev: DeviceConfig, entry: ProtocolEntry, *, proxies: Sequence[Any]
         options = dict(dev.options)
         if dev.pin is not None:
             options.setdefault("pin", dev.pin)
-        return entry.driver.make_link(dev.address, DriverOptions(options=options))  # type: ignore[attr-defined,no-any-return]
+        make_link = entry.driver.make_link  # type: ignore[attr-defined]
+        return make_link(dev.address, DriverOptions(options=options))  # type: ignore[no-any-return]
     transport = choose_transport(dev, entry)
     if transport == "serial":
         from .serial import SerialLink

@@ -31,6 +31,11 @@ def uuid128(uuid: str) -> str:
     return u
 
 
+def short(uuid: str) -> str:
+    """The 16-bit form where there is one (for messages)."""
+    return uuid[4:8] if uuid.endswith(BASE_UUID) and uuid.startswith("0000") else uuid
+
+
 def property_names(bits: int) -> frozenset[str]:
     return frozenset(name for bit, name in PROPERTY_BITS.items() if bits & bit)
 
@@ -57,8 +62,7 @@ def choose(chars: Iterable[Char], spec: BleSpec, who: str) -> Choice:
     notify = [c for c in table if c.uuid == notify_uuid and c.properties & NOTIFY_PROPS]
     writes = [c for c in table if c.uuid == write_uuid and c.properties & WRITE_PROPS]
     if not notify or not writes:
-        have = ", ".join(f"{c.uuid[4:8] if c.uuid.endswith(BASE_UUID) else c.uuid}@{c.handle}:{'/'.join(sorted(c.properties))}"
-                         for c in table)
+        have = ", ".join(f"{short(c.uuid)}@{c.handle}:{'/'.join(sorted(c.properties))}" for c in table)
         raise LinkError(f"{who}: service {service} lacks a notify {notify_uuid} or a write {write_uuid} "
                         f"characteristic (has {have or 'none'})")
     wanted = "write" if spec.write_with_response else "write-without-response"

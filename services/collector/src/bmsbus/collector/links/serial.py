@@ -99,7 +99,8 @@ class SerialLink(QueueLink):
         self.resolved: str | None = None  # what a by-id symlink pointed at when we opened it
 
     def __repr__(self) -> str:
-        return f"SerialLink({self.port!r}, {self.spec.baudrate} {self.spec.bytesize}{self.spec.parity}{self.spec.stopbits})"
+        s = self.spec
+        return f"SerialLink({self.port!r}, {s.baudrate} {s.bytesize}{s.parity}{s.stopbits})"
 
     async def __aenter__(self) -> Self:
         if self.transport is not None:
