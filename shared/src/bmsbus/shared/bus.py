@@ -149,18 +149,18 @@ class Inbox:
             text = msg.payload.decode(errors="replace")
             if text in ("online", "offline", ""):
                 return ref, text
-            self._skip(ref.kind, msg.topic, f"status must be online/offline, got {text[:40]!r}")
+            self.skip(ref.kind, msg.topic, f"status must be online/offline, got {text[:40]!r}")
             return None
         if not msg.payload:  # an empty retained payload clears a topic; nothing to process
             return None
         try:
             model = parse(MODEL_OF_KIND[ref.kind], msg.payload)
         except BadMessage as exc:
-            self._skip(ref.kind, msg.topic, str(exc))
+            self.skip(ref.kind, msg.topic, str(exc))
             return None
         return ref, model
 
-    def _skip(self, kind: str, topic: str, why: str) -> None:
+    def skip(self, kind: str, topic: str, why: str) -> None:
         self.bad[kind] += 1
         # First few at WARNING, then every 100th, so a flood cannot fill the disk.
         n = self.bad[kind]

@@ -319,9 +319,6 @@ class Config(Strict):
                 raise ValueError(f"group {g.id!r} names unknown devices {missing}; known: {sorted(known)}")
         return self
 
-    @property
-    def broker(self) -> MqttConfig | None:
-        return self.mqtt
 
 
 def _format_error(err: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ Absent values are absent: they are omitted on the wire and `None` here, never Na
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -262,12 +261,6 @@ def parse(model: type[BusModel], payload: bytes | str) -> BusModel:
         raise BadMessage(f"{kind} {model.__name__}: {where}: {first['msg']}") from None
 
 
-def finite_or_none(value: float | None) -> float | None:
-    """NaN and inf become None: absent, never NaN."""
-    if value is None or not math.isfinite(value):
-        return None
-    return value
-
-
 def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes for payloads that are not models (e.g. flat HA state topics)."""
     return json.dumps(obj, separators=(",", ":")).encode()

@@ -124,7 +124,7 @@ class Aggregator:
 
     def _sample(self, msg: Message, entity: str, s: Sample) -> None:
         if s.bms != entity:
-            self.inbox._skip("sample", msg.topic, f"sample of {s.bms!r} on the topic of {entity!r}")
+            self.inbox.skip("sample", msg.topic, f"sample of {s.bms!r} on the topic of {entity!r}")
             return
         now = self.clock()
         try:
@@ -179,7 +179,7 @@ class Aggregator:
         if group is None:
             return  # battery/<pack>/cmd is not ours (the collector listens on bms/<pack>/cmd)
         if msg.retain:
-            self.inbox._skip("battery_cmd", msg.topic, "retained command ignored")
+            self.inbox.skip("battery_cmd", msg.topic, "retained command ignored")
             return
         if cmd.id in self._seen_group_cmds:
             self._result(gid, CommandResult(id=cmd.id, bms=gid, status="rejected", ts=now,

@@ -71,6 +71,51 @@ class Assembler(Protocol):
     def next_frame(self) -> Frame | None: ...
 
 
+class BufferedAssembler:
+    """The bounded byte buffer every frame assembler starts from.
+
+    `feed()` appends and, past MAX_PENDING, trims the oldest bytes and counts them in `_overflow`;
+    assemblers that report the loss call `_raise_overflow()` first thing in `next_frame()`.
+    `_drop_junk(start)` discards the bytes before a frame start (or all of them when `start` is -1)
+    and raises FramingError for them. `finish()` reports bytes left over at the end of an input.
+    Subclasses implement `next_frame()` and name their frames in NAME.
+    """
+
+    MAX_PENDING: int = 1024
+    NAME: str = "frame"
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._overflow = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > self.MAX_PENDING:
+            cut = len(self._buf) - self.MAX_PENDING
+            del self._buf[:cut]
+            self._overflow += cut
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def _raise_overflow(self) -> None:
+        if self._overflow:
+            dropped, self._overflow = self._overflow, 0
+            raise FramingError(f"buffer overflow: dropped {dropped} bytes")
+
+    def _drop_junk(self, start: int) -> None:
+        n = len(self._buf) if start < 0 else start
+        del self._buf[:n]
+        raise FramingError(f"junk: dropped {n} bytes")
+
+    def finish(self) -> None:
+        if self._buf:
+            n = len(self._buf)
+            self._buf.clear()
+            raise FramingError(f"truncated {self.NAME} at end of input: {n} bytes")
+
+
 def drain(assembler: Assembler, chunk: bytes = b"") -> Iterator[Frame | CodecError]:
     """Feed a chunk and yield every complete frame, and every CodecError in its place, until the
     assembler needs more bytes."""

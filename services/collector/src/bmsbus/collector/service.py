@@ -382,12 +382,12 @@ class Collector:
             if ref.kind == "cmd" and isinstance(cmd, Command) and ref.entity in self.runners:
                 if msg.retain:
                     # A retained command is a stale one by definition; never act on it.
-                    self.inbox._skip("cmd", msg.topic, "retained command ignored")
+                    self.inbox.skip("cmd", msg.topic, "retained command ignored")
                     continue
                 try:
                     self._commands.put_nowait((ref.entity, cmd))
                 except asyncio.QueueFull:
-                    self.inbox._skip("cmd", msg.topic, "command queue full")
+                    self.inbox.skip("cmd", msg.topic, "command queue full")
 
     async def _run_commands(self) -> None:
         while True:

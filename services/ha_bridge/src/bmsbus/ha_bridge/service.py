@@ -168,7 +168,7 @@ class HaBridge:
         if ref is None:
             return
         if not ID_PATTERN.match(ref.entity):
-            self.inbox._skip(ref.kind, msg.topic, f"{ref.entity!r} is not a valid id")
+            self.inbox.skip(ref.kind, msg.topic, f"{ref.entity!r} is not a valid id")
             return
         if not msg.payload:  # a cleared retained topic
             view = self.views.get(ref.entity)
@@ -190,7 +190,7 @@ class HaBridge:
         ref, model = decoded
         own = getattr(model, "bms", None) if isinstance(model, (Sample, Meta, Link)) else getattr(model, "id", None)
         if isinstance(model, (Sample, Meta, Link, BatteryState, Control)) and own != ref.entity:
-            self.inbox._skip(ref.kind, msg.topic, f"message about {own!r} on the topic of {ref.entity!r}")
+            self.inbox.skip(ref.kind, msg.topic, f"message about {own!r} on the topic of {ref.entity!r}")
             return
         if isinstance(model, Sample):
             await self._on_sample(ref.entity, model)
@@ -282,7 +282,7 @@ class HaBridge:
         try:
             settings = parse(cmds.SettingsState, msg.payload)
         except BadMessage as exc:
-            self.inbox._skip("settings", msg.topic, str(exc))
+            self.inbox.skip("settings", msg.topic, str(exc))
             return
         view = self._view(id, "pack" if view is None or view.kind == "pack" else "group")
         view.settings = settings  # type: ignore[assignment]
@@ -322,11 +322,11 @@ class HaBridge:
 
     async def _on_command(self, msg: Message, device: str, platform: str, name: str) -> None:
         if msg.retain:
-            self.inbox._skip("ha_command", msg.topic, "retained command ignored")
+            self.inbox.skip("ha_command", msg.topic, "retained command ignored")
             return
         view = self.views.get(device)
         if view is None or view.config is None:
-            self.inbox._skip("ha_command", msg.topic, f"no such HA device {device!r}")
+            self.inbox.skip("ha_command", msg.topic, f"no such HA device {device!r}")
             return
         keys = {e.key: e for e in view.entities}
         now = time.time()
@@ -352,9 +352,9 @@ class HaBridge:
                                     cmds.setting_request(device, name, msg.payload, kind=platform,
                                                          options=e.options or (), now=now, expiry=expiry))
             else:
-                self.inbox._skip("ha_command", msg.topic, f"{device} has no {platform} {name!r}")
+                self.inbox.skip("ha_command", msg.topic, f"{device} has no {platform} {name!r}")
         except cmds.CommandError as exc:
-            self.inbox._skip("ha_command", msg.topic, str(exc))
+            self.inbox.skip("ha_command", msg.topic, str(exc))
 
     def meters_reset_topic(self, battery: str) -> str:
         return f"{self.topics.root}/battery/{battery}/meters/reset"

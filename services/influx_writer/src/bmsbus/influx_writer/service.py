@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import logging
 from collections import deque
+from itertools import islice
 from bmsbus.shared.bus import Backoff, Bus, Inbox, run_connected
 from bmsbus.shared.config import Config
 from bmsbus.shared.models import BatteryState, Sample
@@ -128,7 +129,7 @@ class InfluxSink:
                 pass
             self._wake.clear()
             while self.queue:
-                batch = list(self.queue)[: self.cfg.batch_size]
+                batch = list(islice(self.queue, self.cfg.batch_size))
                 try:
                     await asyncio.to_thread(self._write, batch)
                 except Exception as exc:  # noqa: BLE001 - any failure of the database: keep the batch, back off

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..codec import Assembler, CodecError, DeviceInfo, Frame
+from ..codec import Assembler, CodecError, DeviceInfo, Frame, drain
 
 
 def error_dict(err: CodecError) -> dict[str, Any]:
@@ -13,24 +13,25 @@ def error_dict(err: CodecError) -> dict[str, Any]:
 
 
 def decode_stream(chunks: Iterable[bytes], assembler: Assembler,
-                  decode_one: Callable[[Frame], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every frame of the chunk stream, decoded, and every CodecError in its place, in order."""
+                  decode_one: Callable[[Frame], dict[str, Any]], *, finish: bool = False) -> list[dict[str, Any]]:
+    """Every frame of the chunk stream, decoded, and every CodecError in its place, in order.
+    `finish`: the input is complete, so bytes left in the assembler are reported as a truncated frame
+    (the assembler's `finish()`)."""
     out: list[dict[str, Any]] = []
     for chunk in chunks:
-        if chunk:
-            assembler.feed(bytes(chunk))
-        while True:
-            try:
-                frame = assembler.next_frame()
-            except CodecError as err:
-                out.append(error_dict(err))
+        for item in drain(assembler, bytes(chunk)):
+            if isinstance(item, CodecError):
+                out.append(error_dict(item))
                 continue
-            if frame is None:
-                break
             try:
-                out.append(decode_one(frame))
+                out.append(decode_one(item))
             except CodecError as err:
                 out.append(error_dict(err))
+    if finish:
+        try:
+            assembler.finish()  # type: ignore[attr-defined]
+        except CodecError as err:
+            out.append(error_dict(err))
     return out
 
 

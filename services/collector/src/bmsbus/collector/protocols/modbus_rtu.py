@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..checksums import crc16_modbus
-from ..codec import ChecksumError, FramingError, Frame, UnsupportedFrame
+from ..codec import BufferedAssembler, ChecksumError, FramingError, Frame, UnsupportedFrame
 
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
@@ -59,22 +59,13 @@ def exception_code(frame: Frame) -> int | None:
     return frame.raw[2] if isinstance(frame.kind, int) and frame.kind & 0x80 else None
 
 
-class ModbusRtuAssembler:
+class ModbusRtuAssembler(BufferedAssembler):
     """Replies from the given responder addresses. Bytes that cannot start one are junk."""
 
-    MAX_PENDING = 1024
 
     def __init__(self, addresses: Iterable[int]) -> None:
+        super().__init__()
         self.addresses = frozenset(addresses)
-        self._buf = bytearray()
-        self._overflow = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            cut = len(self._buf) - self.MAX_PENDING
-            del self._buf[:cut]
-            self._overflow += cut
 
     def _length(self) -> int | None:
         """Total length of the frame at the buffer head, None if not known yet."""
@@ -93,9 +84,7 @@ class ModbusRtuAssembler:
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if self._overflow:
-            dropped, self._overflow = self._overflow, 0
-            raise FramingError(f"buffer overflow: dropped {dropped} bytes")
+        self._raise_overflow()
         start = next((i for i, b in enumerate(buf) if b in self.addresses), -1)
         if start != 0:
             if not buf:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ...checksums import crc16_modbus
-from ...codec import ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, UsageError, ascii_field
+from ...codec import BufferedAssembler, ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, UsageError, ascii_field
 from ..decode_util import decode_stream, device_info_dict
 from ..fields import Field, FieldTable, bits_set
 
@@ -149,21 +149,9 @@ def is_request(func: int) -> bool:
     return func in REQUEST_FUNCS
 
 
-class AntAssembler:
+class AntAssembler(BufferedAssembler):
     """Replies and, for emulators and echoes, host requests (REQUEST_FUNCS: no data, except auth); kind = func."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._overflow = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            cut = len(self._buf) - self.MAX_PENDING
-            del self._buf[:cut]
-            self._overflow += cut
 
     def _start(self) -> int:
         buf = self._buf
@@ -174,9 +162,7 @@ class AntAssembler:
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if self._overflow:
-            dropped, self._overflow = self._overflow, 0
-            raise FramingError(f"buffer overflow: dropped {dropped} bytes")
+        self._raise_overflow()
         start = self._start()
         if start != 0:
             if not buf:

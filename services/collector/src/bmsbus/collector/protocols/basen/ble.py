@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ...checksums import sum16
-from ...codec import ChecksumError, CodecError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
-from ..decode_util import decode_stream, error_dict
+from ...codec import BufferedAssembler, ChecksumError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
+from ..decode_util import decode_stream
 from ..fields import Field, FieldTable
 
 SOF: Final = frozenset({0x3A, 0x3B})
@@ -52,23 +52,11 @@ REQUEST_CELLS_1: Final = build_request(T_CELLS_1)  # 3a 16 24 01 00 3b 00 0d 0a
 REQUEST_CELLS_2: Final = build_request(T_CELLS_2)
 
 
-class BasenAssembler:
+class BasenAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=type, raw, address). Requests and replies share the format
     (a request is a frame with a 1-byte payload)."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            del self._buf[: len(self._buf) - self.MAX_PENDING]
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    NAME = "Basen frame"
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -76,9 +64,7 @@ class BasenAssembler:
         if start != 0:
             if not buf:
                 return None
-            n = len(buf) if start < 0 else start
-            del buf[:n]
-            raise FramingError(f"junk: dropped {n} bytes")
+            self._drop_junk(start)
         if len(buf) < 4:
             return None
         total = buf[3] + OVERHEAD
@@ -96,11 +82,6 @@ class BasenAssembler:
         del buf[:total]
         return Frame(raw[2], raw, raw[1])
 
-    def finish(self) -> None:
-        if self._buf:
-            n = len(self._buf)
-            self._buf.clear()
-            raise FramingError(f"truncated Basen frame at end of input: {n} bytes")
 
 
 STATUS_FIELDS: Final = FieldTable((
@@ -191,9 +172,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode basen HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = BasenAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ...codec import ChecksumError, CodecError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
-from ..decode_util import decode_stream, error_dict
+from ...codec import BufferedAssembler, ChecksumError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
+from ..decode_util import decode_stream
 from ..fields import Field
 
 SOI: Final = 0x7E
@@ -98,22 +98,10 @@ def build_request(command: int = CMD_INFO, address: int = DEFAULT_ADDRESS) -> by
 REQUEST_INFO: Final = build_request()  # 7e 01 01 00 fe 0d
 
 
-class BasenUartAssembler:
+class BasenUartAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=cmd, raw, address). len 0 = a request (or its echo on the bus)."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            del self._buf[: len(self._buf) - self.MAX_PENDING]
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    NAME = "Basen RS485 frame"
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -121,9 +109,7 @@ class BasenUartAssembler:
         if start != 0:
             if not buf:
                 return None
-            n = len(buf) if start < 0 else start
-            del buf[:n]
-            raise FramingError(f"junk: dropped {n} bytes")
+            self._drop_junk(start)
         if len(buf) < 4:
             return None
         if buf[3] > MAX_LEN:
@@ -144,11 +130,6 @@ class BasenUartAssembler:
         del buf[:total]
         return Frame(raw[2], raw, raw[1])
 
-    def finish(self) -> None:
-        if self._buf:
-            n = len(self._buf)
-            self._buf.clear()
-            raise FramingError(f"truncated Basen RS485 frame at end of input: {n} bytes")
 
 
 def data_of(frame: Frame) -> bytes:
@@ -256,9 +237,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode basen_uart HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = BasenUartAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

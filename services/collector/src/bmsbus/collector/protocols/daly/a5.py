@@ -16,7 +16,7 @@ from enum import IntEnum
 from typing import Any, Final
 
 from ...checksums import sum8
-from ...codec import ChecksumError, FramingError, Frame, Reading, UnsupportedFrame, UsageError
+from ...codec import BufferedAssembler, ChecksumError, FramingError, Frame, Reading, UnsupportedFrame, UsageError
 from ..decode_util import decode_stream
 from ..fields import Field, FieldTable, bits_set
 from .alarms import failure_alarms
@@ -80,28 +80,14 @@ def build_switch(name: str, on: bool, host: int = HOST_UART) -> bytes:
 
 # --- assembler ----------------------------------------------------------------------------------------
 
-class DalyA5Assembler:
+class DalyA5Assembler(BufferedAssembler):
     """Splits a byte stream into 13-byte frames; resyncs on 0xA5. Host requests (an RS485 echo, or what
     an emulator receives) are frames too: their `address` is the host's."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._overflow = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            cut = len(self._buf) - self.MAX_PENDING
-            del self._buf[:cut]
-            self._overflow += cut
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if self._overflow:
-            dropped, self._overflow = self._overflow, 0
-            raise FramingError(f"buffer overflow: dropped {dropped} bytes")
+        self._raise_overflow()
         start = buf.find(START)
         if start != 0:
             if not buf:

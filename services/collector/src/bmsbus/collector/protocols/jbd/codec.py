@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ...checksums import jbd_complement, sum8
-from ...codec import ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, UsageError, ascii_field
+from ...codec import BufferedAssembler, ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, UsageError, ascii_field
 from ..decode_util import decode_stream, device_info_dict
 from ..fields import Field, FieldTable, bits_set
 
@@ -97,22 +97,10 @@ def build_auth_reply(command: int, result: int) -> bytes:
 
 # --- assembler ----------------------------------------------------------------------------------------
 
-class JbdAssembler:
+class JbdAssembler(BufferedAssembler):
     """Replies (`DD ...`, kind = register) and auth frames (`FF AA ...`, kind "auth"); everything else
     is junk. A reply with a status other than 00/80 cannot be one (that also rejects our own requests)."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._overflow = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            cut = len(self._buf) - self.MAX_PENDING
-            del self._buf[:cut]
-            self._overflow += cut
 
     def _start(self) -> int:
         buf = self._buf
@@ -123,9 +111,7 @@ class JbdAssembler:
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if self._overflow:
-            dropped, self._overflow = self._overflow, 0
-            raise FramingError(f"buffer overflow: dropped {dropped} bytes")
+        self._raise_overflow()
         start = self._start()
         if start != 0:
             if not buf:

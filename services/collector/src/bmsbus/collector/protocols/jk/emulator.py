@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ...checksums import sum8
-from ...codec import CodecError
+from ...codec import Frame, drain
 from ...emulation.base import Faults, PackSimulator, PackState, apply_faults
 from . import ble, pb, uart
 from .ble import Layout
@@ -261,15 +261,10 @@ class JkBleEmulator:
         return self.counter
 
     def receive(self, data: bytes) -> list[bytes]:
-        self._asm.feed(data)
         out: list[bytes] = []
-        while True:
-            try:
-                frame = self._asm.next_frame()
-            except CodecError:
-                continue
-            if frame is None:
-                break
+        for frame in drain(self._asm, data):
+            if not isinstance(frame, Frame):
+                continue  # a bad request gets no answer, like a real BMS
             if frame.kind == ble.KIND_COMMAND:
                 out += self._handle(ble.parse_command(frame.raw))
         return self._out(out)
@@ -328,15 +323,10 @@ class JkUartEmulator:
             self.state.model = "JK_B2A24S15P"
 
     def receive(self, data: bytes) -> list[bytes]:
-        self._asm.feed(data)
         out: list[bytes] = []
-        while True:
-            try:
-                frame = self._asm.next_frame()
-            except CodecError:
-                continue
-            if frame is None:
-                break
+        for frame in drain(self._asm, data):
+            if not isinstance(frame, Frame):
+                continue  # a bad request gets no answer, like a real BMS
             out += self._handle(frame.raw)
         return apply_faults(out, self.faults, self.rng)
 
@@ -516,15 +506,10 @@ class JkPbBusEmulator:
         return apply_faults([slave.frame(register) + pb.build_ack(address, register)], self.faults, self.rng)
 
     def receive(self, data: bytes) -> list[bytes]:
-        self._asm.feed(data)
         out: list[bytes] = []
-        while True:
-            try:
-                frame = self._asm.next_frame()
-            except CodecError:
-                continue
-            if frame is None:
-                break
+        for frame in drain(self._asm, data):
+            if not isinstance(frame, Frame):
+                continue  # a bad request gets no answer, like a real BMS
             if frame.kind != pb.KIND_REQUEST:
                 continue
             address, register = frame.address or 0, int.from_bytes(frame.raw[2:4], "big")

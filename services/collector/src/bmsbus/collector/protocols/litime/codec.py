@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ...checksums import sum8
-from ...codec import ChecksumError, CodecError, Frame, FramingError, Reading, UnsupportedFrame
-from ..decode_util import decode_stream, error_dict
+from ...codec import BufferedAssembler, ChecksumError, Frame, FramingError, Reading, UnsupportedFrame
+from ..decode_util import decode_stream
 from ..fields import Field, FieldTable
 
 HEAD: Final = b"\x00\x00"
@@ -39,26 +39,14 @@ def build_frame(kind: int, body: bytes) -> bytes:
 
 # --- frame assembler ---------------------------------------------------------------------------------
 
-class LiTimeAssembler:
+class LiTimeAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=byte 4, raw) — 0x93 status replies, 0x13 host requests.
 
     Resync: junk before `00 00` is dropped (FramingError); a length byte below 4 or a bad sum8 drops one byte
     and raises (FramingError / ChecksumError), so a stream of zeros can never produce a frame.
     """
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            del self._buf[: len(self._buf) - self.MAX_PENDING]
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    NAME = "LiTime frame"
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -89,11 +77,6 @@ class LiTimeAssembler:
         del buf[:total]
         return Frame(raw[4], raw)
 
-    def finish(self) -> None:
-        if self._buf:
-            n = len(self._buf)
-            self._buf.clear()
-            raise FramingError(f"truncated LiTime frame at end of input: {n} bytes")
 
 
 # --- field table -------------------------------------------------------------------------------------
@@ -140,9 +123,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode litime HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = LiTimeAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from string import hexdigits
 from typing import Any, Final
 
-from ...codec import ChecksumError, CodecError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
-from ..decode_util import decode_stream, error_dict
+from ...codec import BufferedAssembler, ChecksumError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
+from ..decode_util import decode_stream
 
 SOI: Final = ord("~")
 EOI: Final = ord("\r")
@@ -73,13 +73,10 @@ REQUEST_STATUS: Final = build_request(CMD_STATUS)  # ~25014644E00201FD2E\r
 
 # --- frame assembler ---------------------------------------------------------------------------------
 
-class PaceAssembler:
+class PaceAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=CID2 (command or return code), raw=ASCII frame, address=ADR)."""
 
     MAX_PENDING: Final = 2 * MAX_FRAME
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         self._buf += chunk
@@ -87,19 +84,13 @@ class PaceAssembler:
             start = self._buf.rfind(b"~")
             del self._buf[: start if start > 0 else len(self._buf) - self.MAX_PENDING]
 
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
-
     def next_frame(self) -> Frame | None:
         buf = self._buf
         start = buf.find(b"~")
         if start != 0:
             if not buf:
                 return None
-            n = len(buf) if start < 0 else start
-            del buf[:n]
-            raise FramingError(f"junk: dropped {n} bytes")
+            self._drop_junk(start)
         end = buf.find(b"\r")
         nxt = buf.find(b"~", 1, end if end > 0 else len(buf))
         if nxt > 0:
@@ -252,9 +243,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode pace_uart HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = PaceAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

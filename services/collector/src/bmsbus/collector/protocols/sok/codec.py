@@ -16,16 +16,15 @@ from typing import Any, Final
 
 from ...checksums import crc8_maxim
 from ...codec import (
+    BufferedAssembler,
     ChecksumError,
-    CodecError,
     Frame,
-    FramingError,
     Reading,
     UnsupportedFrame,
     UsageError,
     ascii_field,
 )
-from ..decode_util import decode_stream, error_dict
+from ..decode_util import decode_stream
 from ..fields import Field, FieldTable
 
 REQUEST_HEAD: Final = 0xEE
@@ -84,24 +83,12 @@ def build_reply(frame_type: int, body: bytes) -> bytes:
 
 # --- frame assembler ---------------------------------------------------------------------------------
 
-class SokAssembler:
+class SokAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=type byte, raw=20 bytes) for replies and Frame(kind=cmd byte,
     raw=6 bytes) for host requests (what an emulator receives). Junk before a head byte is dropped and
     reported as FramingError; a bad CRC drops the head byte and raises ChecksumError."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            del self._buf[: len(self._buf) - self.MAX_PENDING]
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    NAME = "SOK frame"
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -109,9 +96,7 @@ class SokAssembler:
         if start != 0:
             if not buf:
                 return None
-            n = len(buf) if start < 0 else start
-            del buf[:n]
-            raise FramingError(f"junk: dropped {n} bytes")
+            self._drop_junk(start)
         size = REPLY_LEN if buf[0] == REPLY_HEAD else REQUEST_LEN
         if len(buf) < size:
             return None
@@ -123,11 +108,6 @@ class SokAssembler:
         del buf[:size]
         return Frame(raw[1], raw)
 
-    def finish(self) -> None:
-        if self._buf:
-            n = len(self._buf)
-            self._buf.clear()
-            raise FramingError(f"truncated SOK frame at end of input: {n} bytes")
 
 
 # --- field tables ------------------------------------------------------------------------------------
@@ -241,9 +221,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode sok HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = SokAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

@@ -20,6 +20,7 @@ from string import hexdigits
 from typing import Any, Final
 
 from ...codec import (
+    BufferedAssembler,
     ChecksumError,
     CodecError,
     Frame,
@@ -28,7 +29,7 @@ from ...codec import (
     UnsupportedFrame,
     UsageError,
 )
-from ..decode_util import decode_stream, error_dict
+from ..decode_util import decode_stream
 from ..fields import Field, FieldTable, bits_set
 
 HEAD: Final = ord(":")
@@ -87,7 +88,7 @@ def payload_of(frame: Frame) -> bytes:
 
 # --- frame assembler ---------------------------------------------------------------------------------
 
-class SupervoltAssembler:
+class SupervoltAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=cmd byte, raw=ASCII frame, address=addr byte).
 
     Framing is by the length field (ASCII [7:11]), which must point at a `~`. Junk before `:` is dropped
@@ -98,7 +99,7 @@ class SupervoltAssembler:
     MAX_PENDING: Final = 4096
 
     def __init__(self, *, verify_checksum: bool = True) -> None:
-        self._buf = bytearray()
+        super().__init__()
         self.verify_checksum = verify_checksum
 
     def feed(self, chunk: bytes) -> None:
@@ -108,10 +109,6 @@ class SupervoltAssembler:
             start = self._buf.rfind(b":")
             drop = start if start > 0 else len(self._buf) - self.MAX_PENDING
             del self._buf[:drop]
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
 
     def _drop(self, n: int, error: CodecError) -> CodecError:
         del self._buf[:n]
@@ -294,9 +291,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes], *, verify_checksum: bool = True) -> list[dict[str, Any]]:
     """`bmsbus decode supervolt HEX...`: one dict per frame, `{"error": ...}` for bad bytes."""
     asm = SupervoltAssembler(verify_checksum=verify_checksum)
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)

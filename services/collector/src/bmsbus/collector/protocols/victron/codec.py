@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ...codec import CodecError, Frame, FramingError, Reading, UnsupportedFrame, UsageError
-from ..decode_util import decode_stream, error_dict
+from ...codec import BufferedAssembler, Frame, FramingError, Reading, UnsupportedFrame, UsageError
+from ..decode_util import decode_stream
 
 SUFFIX: Final = "-4bda-4c1e-af4b-551c4cf74769"
 SERVICE: Final = "65970000" + SUFFIX
@@ -121,19 +121,11 @@ def to_reading(values: Mapping[str, Any], capacity_ah: float | None = None) -> R
     return r
 
 
-class TaggedAssembler:
+class TaggedAssembler(BufferedAssembler):
     """A stream of tagged values (4-byte prefix + fixed-size value) -> Frame(kind=prefix, raw=tag+value).
     An unknown prefix drops one byte and raises FramingError."""
 
-    MAX_PENDING: Final = 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
-            del self._buf[: len(self._buf) - self.MAX_PENDING]
+    NAME = "tagged value"
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -155,11 +147,6 @@ class TaggedAssembler:
         del buf[:total]
         return Frame(prefix, raw)
 
-    def finish(self) -> None:
-        if self._buf:
-            n = len(self._buf)
-            self._buf.clear()
-            raise FramingError(f"truncated tagged value at end of input: {n} bytes")
 
 
 def decode_frame(frame: Frame) -> dict[str, Any]:
@@ -171,9 +158,4 @@ def decode_frame(frame: Frame) -> dict[str, Any]:
 def decode(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """`bmsbus decode victron TAGHEX...`: each chunk is a tagged value (`6597ed8dd204`)."""
     asm = TaggedAssembler()
-    out = decode_stream(chunks, asm, decode_frame)
-    try:
-        asm.finish()
-    except CodecError as err:
-        out.append(error_dict(err))
-    return out
+    return decode_stream(chunks, asm, decode_frame, finish=True)
