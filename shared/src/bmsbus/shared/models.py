@@ -246,6 +246,46 @@ class Control(BusModel):
     members: dict[str, str] = Field(default_factory=dict, description="group: member -> its mode")
 
 
+class SettingsState(BusModel):
+    """The runtime settings the aggregator keeps for one pack or group (topic `battery/<id>/settings`,
+    retained). Keys and ranges: `bmsbus.shared.settings.SETTINGS`; `overridden` lists the keys changed at
+    run time (the rest come from the config file)."""
+
+    topic_kind: ClassVar[str] = "settings"
+    id: Id
+    kind: Literal["pack", "group"] = "pack"
+    ts: Finite | None = None
+    values: dict[str, Finite | str] = Field(default_factory=dict)
+    overridden: list[str] = Field(default_factory=list)
+
+
+class SettingsRequest(BusModel):
+    """Change settings of one pack or group (topic `battery/<id>/settings/set`, not retained). Applied at most
+    once per id and never after `expires`; all keys or none (one invalid key rejects the request). A value of
+    null returns that key to its configured value. Answered on `battery/<id>/cmd/result`."""
+
+    topic_kind: ClassVar[str] = "settings_set"
+    id: str = Field(min_length=1, max_length=64)
+    battery: Id | None = None
+    settings: dict[str, Finite | str | None] = Field(min_length=1)
+    issued: Finite
+    expires: Finite
+    origin: str | None = None
+
+
+class MetersReset(BusModel):
+    """Reset the computed meters and cycle counters of one pack or group to zero (topic
+    `battery/<id>/meters/reset`, not retained). At most once per id, never after `expires`; answered on
+    `battery/<id>/cmd/result`."""
+
+    topic_kind: ClassVar[str] = "meters_reset"
+    id: str = Field(min_length=1, max_length=64)
+    battery: Id | None = None
+    issued: Finite
+    expires: Finite
+    origin: str | None = None
+
+
 class BadMessage(ValueError):
     """A bus message that could not be parsed: malformed JSON or schema-invalid. Count it, log it, skip it."""
 

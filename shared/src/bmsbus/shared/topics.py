@@ -10,7 +10,11 @@
     <root>/battery/<id>/state             retained BatteryState
     <root>/battery/<id>/control           retained Control (aggregator: CVL/CCL/DCL, mode, reasons)
     <root>/battery/<id>/cmd               Command to a group (the aggregator fans it out to the members)
-    <root>/battery/<id>/cmd/result        CommandResult per member (bms=member), then one for the group
+    <root>/battery/<id>/cmd/result        CommandResult per member (bms=member), then one for the group;
+                                          also the answer to settings/set and meters/reset (bms=<id>)
+    <root>/battery/<id>/settings          retained SettingsState (aggregator: runtime settings)
+    <root>/battery/<id>/settings/set      SettingsRequest
+    <root>/battery/<id>/meters/reset      MetersReset
 
 `<root>` is `<topic_root>/<site>`, by default `bmsbus/v1/<site>`. Services never format topic strings
 by hand: they call the builders here and `parse()` incoming topics back into a TopicRef.
@@ -51,6 +55,9 @@ _LAYOUT: Final[dict[str, tuple[str, str]]] = {
     "control": ("battery", "control"),
     "battery_cmd": ("battery", "cmd"),
     "battery_cmd_result": ("battery", "cmd/result"),
+    "settings": ("battery", "settings"),
+    "settings_set": ("battery", "settings/set"),
+    "meters_reset": ("battery", "meters/reset"),
 }
 
 MODEL_OF_KIND: Final[dict[str, type[models.BusModel]]] = {
@@ -64,6 +71,9 @@ MODEL_OF_KIND: Final[dict[str, type[models.BusModel]]] = {
     "control": models.Control,
     "battery_cmd": models.Command,
     "battery_cmd_result": models.CommandResult,
+    "settings": models.SettingsState,
+    "settings_set": models.SettingsRequest,
+    "meters_reset": models.MetersReset,
 }
 
 
@@ -124,6 +134,15 @@ class Topics:
 
     def battery_cmd_result(self, battery: str) -> str:
         return self.topic("battery_cmd_result", battery)
+
+    def battery_settings(self, battery: str) -> str:
+        return self.topic("settings", battery)
+
+    def battery_settings_set(self, battery: str) -> str:
+        return self.topic("settings_set", battery)
+
+    def battery_meters_reset(self, battery: str) -> str:
+        return self.topic("meters_reset", battery)
 
     def parse(self, topic: str) -> TopicRef | None:
         """The TopicRef of a topic in our tree, or None if it is not one of ours."""
