@@ -86,7 +86,12 @@ class DeviceConfig(Strict):
     note: str | None = None
     sample_period: float | None = Field(None, gt=0)
     publish_period: float | None = Field(None, gt=0)
-    keep_alive: bool = True
+    keep_alive: bool = Field(True, description="hold the link; false: connect for each sample and let go "
+                             "(frees the BMS for its phone app)")
+    transport: Literal["auto", "ble", "esphome", "serial"] = Field(
+        "auto", description="auto: serial for a port path, else BLE (or an ESPHome proxy if no local adapter works)")
+    proxy: str | None = Field(None, description="esphome: pin this device to the proxy with this name")
+    capture: bool = Field(False, description="write every received chunk to collector.capture_dir (bug reports)")
     # simulated devices
     protocol: str | None = Field(None, description="simulated: the protocol the emulated BMS speaks")
     cells: int | None = Field(None, ge=1, le=32)
@@ -109,12 +114,38 @@ class DeviceConfig(Strict):
         return self.alias or self.id or "bms"
 
 
+class EsphomeProxyConfig(Strict):
+    """One ESPHome Bluetooth proxy (its `api:` section: port, encryption key, legacy password)."""
+
+    name: str | None = Field(None, description="label for logs and `devices[].proxy` (default host:port)")
+    host: str
+    port: int = Field(6053, ge=1, le=65535)
+    noise_psk: SecretStr | None = Field(None, description="base64 `api: encryption: key:` of the proxy")
+    password: SecretStr | None = None
+
+
+class HttpConfig(Strict):
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8180, ge=0, le=65535, description="0: any free port (logged)")
+
+
 class CollectorConfig(Strict):
     id: IdStr = "collector"
     sample_period: float = Field(1.0, gt=0)
     publish_period: float | None = Field(None, gt=0)
-    spool_dir: Path | None = None
-    spool_max_bytes: int = Field(50_000_000, ge=0)
+    concurrent_sampling: bool = Field(True, description="false: devices are read one at a time (weak adapters)")
+    spool_dir: Path | None = Field(None, description="on-disk spool for samples while the broker is unreachable "
+                                   "(default: memory only)")
+    spool_max_bytes: int = Field(50_000_000, ge=0, description="spool size; when full the oldest samples go, counted")
+    esphome_proxies: list[EsphomeProxyConfig] = Field(default_factory=list)
+    capture_dir: Path | None = Field(None, description="folder for raw captures of devices with `capture: true`")
+    capture_max_bytes: int = Field(5_000_000, ge=10_000, description="per capture file before it rotates")
+    capture_keep: int = Field(3, ge=1, description="rotated capture files kept per device")
+    http: HttpConfig | None = Field(None, description="health endpoint: /healthz, /status, /metrics (absent: off)")
+    bt_power_cycle: int | None = Field(None, ge=1, description="power-cycle a BLE adapter after this many consecutive "
+                                       "failures of one of its devices (null: never)")
+    bt_power_cycle_command: list[str] | None = Field(
+        None, description="command run for the power cycle, {adapter} filled in (default: bluetoothctl power off/on)")
 
 
 class GroupConfig(Strict):

@@ -33,7 +33,7 @@ SERIAL_OPTIONS = {"baudrate": int, "bytesize": int, "parity": str, "stopbits": i
 def _option(dev: DeviceConfig, name: str, default: Any = None) -> Any:
     """A transport setting: the DeviceConfig field once it exists, else `options.<name>`."""
     value = getattr(dev, name, None)
-    return dev.options.get(name, default) if value is None else value
+    return dev.options.get(name, default) if value in (None, "auto") else value
 
 
 def serial_port(dev: DeviceConfig) -> str | None:
