@@ -66,3 +66,31 @@ async def test_service_survives_garbage_on_every_topic(service, expect_suffix, m
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_message_is_acknowledged_only_after_it_was_processed(mqtt_config) -> None:
+    """A consumer that dies while handling a message gets it (and everything after it) again from its
+    persistent session; messages it finished are not redelivered."""
+    topic = "bmsbus/v1/ack/bms/p1/sample"
+    async with Bus(mqtt_config, client_id="ack-consumer", persistent=True) as bus:
+        await bus.subscribe(topic)
+    async with Bus(mqtt_config, client_id="ack-producer") as producer:
+        for n in range(6):
+            await producer.publish(topic, f"m{n}".encode())
+
+    handled: list[bytes] = []
+    async with Bus(mqtt_config, client_id="ack-consumer", persistent=True) as bus:
+        async with asyncio.timeout(10):
+            async for msg in bus.messages():
+                if msg.payload == b"m2":
+                    break  # "crashes" while handling m2: never finishes it
+                handled.append(msg.payload)
+    assert handled == [b"m0", b"m1"]
+
+    again: list[bytes] = []
+    async with Bus(mqtt_config, client_id="ack-consumer", persistent=True) as bus:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                async for msg in bus.messages():
+                    again.append(msg.payload)
+    assert again == [b"m2", b"m3", b"m4", b"m5"]

@@ -85,6 +85,12 @@ class Bus:
             timeout=10,
             max_queued_incoming_messages=10_000,
         )
+        # Acknowledge a QoS 1 message only after the consumer has processed it (see messages()). A consumer
+        # killed mid-stream then gets its unprocessed messages again from its persistent session, and the
+        # broker's in-flight window (mosquitto: max_inflight_messages) becomes back-pressure instead of our
+        # local queue overflowing. aiomqtt 2.x does not expose paho's manual_ack, so we reach its paho client.
+        self._paho = self._client._client
+        self._paho.manual_ack_set(True)
 
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
@@ -103,9 +109,13 @@ class Bus:
             await self._client.subscribe(f, qos=qos)
 
     async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages in order. Each is acknowledged when the consumer asks for the next one, i.e.
+        after it has been handled; one the consumer never finished is redelivered after a reconnect."""
         async for m in self._client.messages:
             payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
             yield Message(m.topic.value, payload, bool(m.retain))
+            if m.qos > 0:
+                self._paho.ack(m.mid, m.qos)
 
 
 async def run_connected(name: str, connect: Callable[[], Bus], body: Callable[[Bus], Awaitable[None]],
