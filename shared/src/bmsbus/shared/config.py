@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator,
+                      model_validator)
+from pydantic.fields import FieldInfo
 
 from .topics import slug
 
@@ -223,6 +225,30 @@ class ChargeControlConfig(Strict):
     command_ttl: float = Field(30.0, gt=0, description="s until a command the aggregator issues expires")
 
 
+class _PartialChargeControl(Strict):
+    """Base of ChargeControlOverride: null only where the full field allows it (e.g. `bulk_soc: null` = off)."""
+
+    @model_validator(mode="after")
+    def _null_only_where_allowed(self) -> _PartialChargeControl:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and not _allows_none(ChargeControlConfig.model_fields[name].annotation):
+                raise ValueError(f"{name}: may not be null (leave it out to keep the global value)")
+        return self
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in getattr(annotation, "__args__", ())
+
+
+# Every ChargeControlConfig field, optional and with its own constraints; only the fields given count
+# (`model_fields_set`), so an override of one field leaves the others to the global section.
+ChargeControlOverride = create_model(
+    "ChargeControlOverride", __base__=_PartialChargeControl,
+    __doc__="Charge-control fields of one pack or group that differ from `aggregator.charge_control`.",
+    **{name: (f.annotation | None, FieldInfo.merge_field_infos(f, default=None))  # type: ignore[misc]
+       for name, f in ChargeControlConfig.model_fields.items()})
+
+
 class WebhookConfig(Strict):
     url: str = Field(pattern=r"^https?://", description="http(s) URL; receives a JSON POST")
     timeout: float = Field(5.0, gt=0, description="s per attempt")
@@ -285,6 +311,9 @@ class AggregatorConfig(Strict):
     snapshot_interval: float = Field(60.0, gt=0, description="s between state snapshots (the journal covers the rest)")
     fsync_journal: bool = Field(False, description="fsync every journal write: survives power loss, costs I/O")
     charge_control: ChargeControlConfig = Field(default_factory=ChargeControlConfig)
+    charge_control_overrides: dict[IdStr, ChargeControlOverride] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="per pack or group id: the `charge_control` fields that differ for it "
+        "(a group takes only enabled, max_charge_current, max_discharge_current)")
     cell_states: list[CellStateConfig] = Field(default_factory=list)
     scripts_dir: Path | None = Field(None, description="folder of <name>_low_* / <name>_normal_* executables")
     script_timeout: float = Field(30.0, gt=0, description="s before a script is killed")

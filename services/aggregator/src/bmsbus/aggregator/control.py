@@ -6,6 +6,10 @@ dbus-serialbattery control set); no code was copied. Every output carries the re
 Pure and clock-free. Timers that belong to the battery (absorption, ramps, holds) run on the source
 clock `ts` of the samples; loss of telemetry is judged on the aggregator clock `now`, because a silent
 source has no clock to ask.
+
+The `charge_control` setting may hold a pack in bulk or in float (`hold`): the state machine then stands
+still in that state, while every protection (cell-overvoltage controller, current curves, anti-flap,
+telemetry loss) keeps working.
 """
 
 from __future__ import annotations
@@ -143,8 +147,8 @@ class ChargeVoltage:
             return False
         return self.last_soc_reset is None or ts - self.last_soc_reset > cfg.soc_reset_after_days * 86400.0
 
-    def evaluate(self, r: Reading, cfg: ChargeControlConfig) -> tuple[Limit | None, str]:
-        """(CVL, mode) for this reading."""
+    def evaluate(self, r: Reading, cfg: ChargeControlConfig, hold: str | None = None) -> tuple[Limit | None, str]:
+        """(CVL, mode) for this reading. `hold` "bulk" or "float" keeps the machine in that state."""
         if not r.cells:
             self.last_ts = r.ts
             return None, "Unknown (no cell voltages)"
@@ -155,10 +159,19 @@ class ChargeVoltage:
         dt = max(0.0, r.ts - self.last_ts) if self.last_ts is not None else 0.0
         self.last_ts = r.ts
 
-        reset_due = self.soc_reset_due(r.ts, cfg)
+        # A held state never completes a SoC reset (that needs float to follow absorption): it waits for auto.
+        reset_due = hold is None and self.soc_reset_due(r.ts, cfg)
         cell_limit = cfg.soc_reset_cell_voltage if reset_due else cfg.max_cell_voltage
         max_batt = cell_limit * n
-        if cfg.state_machine:
+        if hold is not None:
+            was_max = self.allow_max
+            self.allow_max = hold == "bulk"
+            self.absorption_since = None  # no timer runs while held: float comes only from auto
+            if was_max and not self.allow_max:
+                dt = 0.0  # the float ramp starts now
+            elif self.allow_max and not was_max:
+                self.applied, self.raise_since, self.i_state = None, None, None  # bulk: full voltage at once
+        elif cfg.state_machine:
             was_max = self.allow_max
             self._step(r, cfg, reset_due, vsum, diff, max_batt)
             if was_max and not self.allow_max:
@@ -167,13 +180,15 @@ class ChargeVoltage:
             cell_limit = cfg.soc_reset_cell_voltage if reset_due else cfg.max_cell_voltage
             max_batt = cell_limit * n
 
-        if not cfg.state_machine or self.allow_max:
+        if (hold is None and not cfg.state_machine) or self.allow_max:
             target, ovp_reason = self._controller(r.cells, cell_limit, vsum, vmax, cfg.min_cell_voltage * n, max_batt,
                                                   cfg)
             self._apply(target, r.ts, dt, cfg)
             assert self.applied is not None
             self.ovp = ovp_reason is not None
             mode = "Absorption" if self.absorption_since is not None else "Bulk"
+            if hold is not None:
+                mode += " (held)"
             if ovp_reason is not None:
                 mode += " (Cell OVP)"
                 reason = ovp_reason
@@ -182,6 +197,8 @@ class ChargeVoltage:
                 reason = f"recovering after cell overvoltage, towards {target:.3f} V"
             else:
                 what = "SoC reset" if reset_due else ("absorption" if self.absorption_since is not None else "bulk")
+                if hold is not None:
+                    what += " held by the charge_control setting"
                 reason = f"{what}: {n} × {cell_limit:.3f} V"
         else:
             float_v = cfg.float_cell_voltage * n
@@ -192,10 +209,14 @@ class ChargeVoltage:
                 if self.applied - float_v < 1e-9:
                     self.applied = float_v  # arrived (not a rounding error above it)
             self.ovp = False
+            held = " held by the charge_control setting" if hold is not None else ""
             if self.applied > float_v:
-                mode, reason = "Float Transition", f"float transition: ramping to {n} × {cfg.float_cell_voltage:.3f} V"
+                mode, reason = "Float Transition", \
+                    f"float transition{held}: ramping to {n} × {cfg.float_cell_voltage:.3f} V"
             else:
-                mode, reason = "Float", f"float: {n} × {cfg.float_cell_voltage:.3f} V"
+                mode, reason = "Float", f"float{held}: {n} × {cfg.float_cell_voltage:.3f} V"
+            if hold is not None:
+                mode += " (held)"
         if reset_due:
             mode += " & SoC Reset"
         if r.balancing:
@@ -371,11 +392,17 @@ class _Lowest:
         return Limit(self.value, self.why(*self.args) if self.args else self.why)
 
 
-def current_targets(r: Reading, cfg: ChargeControlConfig, curves: Curves) -> tuple[Limit, Limit, Limit]:
-    """(CCL, DCL, CCL without the BMS-switch candidate) before anti-flap, each the lowest candidate."""
+CONFIGURED_MAXIMUM = "configured maximum"
+
+
+def current_targets(r: Reading, cfg: ChargeControlConfig, curves: Curves,
+                    max_reasons: tuple[str, str] = (CONFIGURED_MAXIMUM, CONFIGURED_MAXIMUM),
+                    ) -> tuple[Limit, Limit, Limit]:
+    """(CCL, DCL, CCL without the BMS-switch candidate) before anti-flap, each the lowest candidate.
+    `max_reasons` name where the charge and discharge maxima come from (config or a runtime setting)."""
     cmax, dmax = cfg.max_charge_current, cfg.max_discharge_current
-    charge = _Lowest(cmax, "configured maximum")
-    discharge = _Lowest(dmax, "configured maximum")
+    charge = _Lowest(cmax, max_reasons[0])
+    discharge = _Lowest(dmax, max_reasons[1])
     cells = r.cells
     if cells:
         vhi, vlo = max(cells), min(cells)
@@ -439,16 +466,37 @@ class PackControl:
     # The limits as they would be without the BMS's own switch state: what switch actions follow.
     allow_charge_ex_switch: bool = True
 
-    def evaluate(self, r: Reading, cfg: ChargeControlConfig, curves: Curves) -> Output:
+    def evaluate(self, r: Reading, cfg: ChargeControlConfig, curves: Curves, *, hold: str | None = None,
+                 max_reasons: tuple[str, str] = (CONFIGURED_MAXIMUM, CONFIGURED_MAXIMUM)) -> Output:
         self.last = r
         self.blocked, self.holding = None, False
-        cvl, mode = self.voltage.evaluate(r, cfg)
-        ccl_t, dcl_t, ccl_free = current_targets(r, cfg, curves)
+        cvl, mode = self.voltage.evaluate(r, cfg, hold)
+        ccl_t, dcl_t, ccl_free = current_targets(r, cfg, curves, max_reasons)
         ccl = self.charge.update(ccl_t, r.ts, cfg.max_charge_current, cfg)
         dcl = self.discharge.update(dcl_t, r.ts, cfg.max_discharge_current, cfg)
         self.allow_charge_ex_switch = ccl_free.value > 0
         self.output = Output(cvl, ccl, dcl, mode, self.voltage.soc_reset_due(r.ts, cfg), self.voltage.last_full_charge)
         return self.output
+
+    def reapply(self, cfg: ChargeControlConfig, curves: Curves, *, hold: str | None = None,
+                max_reasons: tuple[str, str] = (CONFIGURED_MAXIMUM, CONFIGURED_MAXIMUM),
+                voltage_target_changed: bool = False) -> bool:
+        """Settings changed: evaluate the last reading again so new limits apply now, not at the next sample.
+        False (nothing done) without a reading, or while blocked for lost telemetry: a stale reading must
+        never lift that block; the new settings apply with the next sample."""
+        if self.last is None or self.blocked is not None:
+            return False
+        v = self.voltage
+        if voltage_target_changed and v.allow_max and not v.ovp and v.raise_since is None:
+            # A person raised the bulk target: apply it now. The slow hold-and-ramp is for recovering from a
+            # cell overvoltage (kept while one is controlled or being recovered from), not for a change.
+            v.applied = None
+        holding = self.holding
+        out = self.evaluate(self.last, cfg, curves, hold=hold, max_reasons=max_reasons)
+        if holding:  # still silent: keep saying so (silence() would not repeat it)
+            self.holding = True
+            out.mode = f"{out.mode} (telemetry lost, holding limits)"
+        return True
 
     def silence(self, silent_for: float, cfg: ChargeControlConfig) -> bool:
         """Telemetry has been silent for `silent_for` s (aggregator clock). True if the output changed."""

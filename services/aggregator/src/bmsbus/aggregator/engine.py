@@ -1,6 +1,7 @@
 """The aggregator's whole state and every rule that changes it, without I/O.
 
-Inputs are `on_sample(sample, now)` and `tick(now)`; `now` is the aggregator's clock (staleness,
+Inputs are `on_sample(sample, now)`, `tick(now)`, `request_settings(...)` and `reset_meters(...)`;
+`now` is the aggregator's clock (staleness, request expiry,
 telemetry loss), `sample.ts` the source clock (meters, charge-control timers). Given the same inputs in the
 same order the engine ends in the same state: that is what lets the store replay its journal after a
 crash. Side effects (commands, publishes, webhooks, scripts) are not performed here: they are appended to
@@ -16,13 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bmsbus.shared.config import ActionConfig, AggregatorConfig, CellStateConfig, DeviceConfig
-from bmsbus.shared.models import ActiveAlarm, BatteryState, Control, Sample
+from bmsbus.shared.config import ActionConfig, AggregatorConfig, CellStateConfig, ChargeControlConfig, DeviceConfig
+from bmsbus.shared.models import ActiveAlarm, BatteryState, Control, MetersReset, Sample, SettingsRequest, SettingsState
 from bmsbus.shared.models import Limit as LimitModel
 
 from .alarms import Alarm, Alarms
+from .battery_settings import (CURRENT_KEYS, AppliedRequests, BatterySettings, Effective, apply_changes,
+                               changes_of, values_of)
 from .cellstates import CellStates, quantity
-from .control import Curves, Limit, Output, PackControl, Reading, group_output
+from .control import Limit, Output, PackControl, Reading, group_output, lowest
 from .groups import Group
 from .meters import Point
 from .pack import Pack
@@ -58,11 +61,21 @@ class Effect:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to a request: "ok" or "rejected" with the reason."""
+
+    status: str
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
 class Engine:
     def __init__(self, cfg: AggregatorConfig, devices: Sequence[DeviceConfig] = ()) -> None:
         self.cfg = cfg
-        self.cc = cfg.charge_control
-        self.curves = Curves.of(self.cc)
         self.packs: dict[str, Pack] = {}
         self.groups: dict[str, Group] = {
             g.id: Group.new(g.id, g.name or g.id, g.members, g.topology, cfg.dt_max, cfg.timeout) for g in cfg.groups}
@@ -70,20 +83,27 @@ class Engine:
         for g in cfg.groups:
             for m in g.members:
                 self.groups_of.setdefault(m, []).append(g.id)
-        # batmon SoC windows: per device from its `algorithm`, per group from the group's.
-        self.window_specs: dict[str, SocWindowSpec] = {}
+        self.device_ids = {d.id for d in devices if d.id}
+        # batmon SoC windows: per device from its `algorithm`, per group from the group's; runtime settings
+        # may add, change or remove one (window_specs holds what applies).
+        config_windows: dict[str, SocWindowSpec] = {}
         for d in devices:
             if d.algorithm and d.id:
-                self.window_specs[d.id] = SocWindowSpec.parse(d.algorithm)
+                config_windows[d.id] = SocWindowSpec.parse(d.algorithm)
         for g in cfg.groups:
             if g.algorithm:
-                self.window_specs[g.id] = SocWindowSpec.parse(g.algorithm)
+                config_windows[g.id] = SocWindowSpec.parse(g.algorithm)
+        overrides = {id: o.model_dump(exclude_unset=True) for id, o in cfg.charge_control_overrides.items()}
+        self.settings = BatterySettings(cfg.charge_control, overrides, config_windows, set(self.groups))
+        self.applied_requests = AppliedRequests()
+        self.window_specs: dict[str, SocWindowSpec] = dict(config_windows)
         self.windows: dict[str, SocWindow] = {id: SocWindow() for id in self.window_specs}
         self.controls: dict[str, PackControl] = {}
         self.alarms: dict[str, Alarms] = {}
         self.cell_states = CellStates()
         self.dirty: set[str] = set()  # ids whose state changed since the service last published them
         self.control_dirty: set[str] = set()
+        self.settings_dirty: set[str] = self.device_ids | set(self.groups)
         self.refused = Counter[str]()
         self.effects: deque[Effect] = deque(maxlen=10_000)
         self._stale: dict[str, bool] = {}
@@ -95,7 +115,12 @@ class Engine:
         if pack is None:
             pack = self.packs[bms] = Pack.new(bms, self.cfg.dt_max, self.cfg.reorder_window)
             pack.history = deque(maxlen=GROUPED_HISTORY if bms in self.groups_of else UNGROUPED_HISTORY)
+            self.settings_dirty.add(bms)  # a pack first seen on the bus gets its settings published too
         return pack
+
+    def cc_of(self, id: str) -> ChargeControlConfig:
+        """The charge-control config that applies to a pack or group (global ⊕ override ⊕ runtime)."""
+        return self.settings.of(id).cc
 
     def on_sample(self, s: Sample, now: float) -> bool:
         """Take one sample; False if it was refused (duplicate or late; counted)."""
@@ -131,7 +156,8 @@ class Engine:
                     self._new_alarms(pack.id, [alarm])
                     changed = True
             control = self.controls.get(pack.id)
-            if control is not None and self.cc.enabled and control.silence(silent, self.cc):
+            st = self.settings.of(pack.id)
+            if control is not None and st.cc.enabled and control.silence(silent, st.cc):
                 changed = True
                 self.control_dirty.add(pack.id)
                 if control.blocked:
@@ -155,7 +181,7 @@ class Engine:
             return
         for gid in self.groups_of.get(pack.id, ()):
             group = self.groups[gid]
-            group.committed(points, self.packs)
+            group.committed(points, self.packs, pack.id)
             self.dirty.add(gid)
             for m in group.members:
                 self._trim_history(m)
@@ -180,9 +206,10 @@ class Engine:
         alarms.clear("stale")
         alarms.clear("telemetry_lost")
         new = alarms.update("bms", {code: None for code in (s.alarms or [])}, s.ts)
-        if self.cc.enabled:
+        st = self.settings.of(pack.id)
+        if st.cc.enabled:
             control = self.controls.setdefault(pack.id, PackControl())
-            control.evaluate(Reading.of(s), self.cc, self.curves)
+            control.evaluate(Reading.of(s), st.cc, st.curves, hold=st.hold, max_reasons=st.max_reasons)
             self.control_dirty.add(pack.id)
             self._fet_actions(pack.id, control)
             if control.voltage.soc_too_low_to_float:
@@ -201,7 +228,7 @@ class Engine:
             self._group_live(gid, s, now)
 
     def _group_live(self, gid: str, s: Sample, now: float) -> None:
-        if self.cc.enabled:
+        if self.settings.of(gid).cc.enabled:
             self.control_dirty.add(gid)  # computed when published: once per interval, not per member sample
         g = self.groups[gid]
         if gid in self.windows:
@@ -217,10 +244,20 @@ class Engine:
         self._cell_states(gid, lambda: g.readings(self.packs, now, lambda p: p.is_stale(now, self.cfg.timeout)))
 
     def group_control(self, gid: str) -> Output | None:
+        """The group's limits from its members' (those with charge_control off are left out, like members
+        with no control yet), capped by the group's own maxima if it has any."""
         g = self.groups[gid]
         members = [(m, self.controls[m].output, self.packs[m].capacity) for m in g.members
-                   if m in self.controls and self.controls[m].output is not None]
-        return group_output(g.topology, members)  # type: ignore[arg-type]
+                   if m in self.controls and self.controls[m].output is not None and self.settings.of(m).mode != "off"]
+        out = group_output(g.topology, members)  # type: ignore[arg-type]
+        st = self.settings.of(gid)
+        if out is not None and st.caps:
+            if "max_charge_current" in st.caps:
+                out.ccl = lowest([out.ccl, Limit(st.caps["max_charge_current"], st.max_reason("max_charge_current"))])
+            if "max_discharge_current" in st.caps:
+                out.dcl = lowest([out.dcl, Limit(st.caps["max_discharge_current"],
+                                                 st.max_reason("max_discharge_current"))])
+        return out
 
     def _group_alarms(self, gid: str, now: float) -> bool:
         g = self.groups[gid]
@@ -238,7 +275,8 @@ class Engine:
 
     def _fet_actions(self, bms: str, control: PackControl) -> None:
         """With switch_fets: switch charge/discharge off when a limit blocks, on when it clears."""
-        if not self.cc.switch_fets or control.output is None:
+        st = self.settings.of(bms)
+        if not st.cc.switch_fets or st.mode == "off" or control.output is None:
             return
         want = {"charge": control.allow_charge_ex_switch, "discharge": control.output.allow_discharge}
         # The discharge limit includes the BMS's own switch; switching on what the BMS itself turned off
@@ -345,18 +383,25 @@ class Engine:
 
     def control(self, id: str, now: float) -> Control | None:
         if id in self.groups:
+            if not self.settings.of(id).cc.enabled:
+                return None
             out = self.group_control(id)
             kind = "group"
-            members = {m: self.controls[m].output.mode for m in self.groups[id].members  # type: ignore[union-attr]
-                       if m in self.controls and self.controls[m].output is not None}
+            members = {m: "Off" if self.settings.of(m).mode == "off" else output.mode
+                       for m in self.groups[id].members
+                       if m in self.controls and (output := self.controls[m].output) is not None}
         else:
             c = self.controls.get(id)
             out = c.output if c else None
             kind = "pack"
             members = {}
+        window = self.windows.get(id)
+        if self.settings.of(id).mode == "off" and (out is not None or members):
+            # charge_control off: say so, with no limits at all (absent, so no consumer mistakes one for a 0).
+            return Control(id=id, kind=kind, ts=now, mode="Off", soc_window=window.state if window else None,
+                           members=members)
         if out is None:
             return None
-        window = self.windows.get(id)
 
         def lim(x: Limit | None) -> LimitModel | None:
             if x is None or not math.isfinite(x.value):
@@ -368,6 +413,103 @@ class Engine:
                        allow_discharge=out.allow_discharge, soc_window=window.state if window else None,
                        soc_reset_due=out.soc_reset_due, last_full_charge=out.last_full_charge, members=members)
 
+    # -- runtime settings and meter resets
+    def known(self, id: str) -> bool:
+        return id in self.device_ids or id in self.groups or id in self.packs
+
+    def settings_ids(self) -> set[str]:
+        return self.device_ids | set(self.groups) | set(self.packs)
+
+    def _admit(self, kind: str, battery: str, req: SettingsRequest | MetersReset, now: float) -> Verdict | None:
+        """The rejection of a request that must not be applied, or None."""
+        if self.applied_requests.key(kind, battery, req.id) in self.applied_requests:
+            return Verdict("rejected", "duplicate request id (already applied)")
+        if now > req.expires:
+            return Verdict("rejected", f"expired {now - req.expires:.1f} s ago")
+        if req.battery is not None and req.battery != battery:
+            return Verdict("rejected", f"request names battery {req.battery!r} but came on the topic of {battery!r}")
+        if not self.known(battery):
+            return Verdict("rejected", f"unknown battery {battery!r}; known: {sorted(self.settings_ids())}")
+        return None
+
+    def request_settings(self, battery: str, req: SettingsRequest, now: float) -> Verdict:
+        """Apply a settings request entirely or not at all; applied at most once per id, never after expiry."""
+        refusal = self._admit("settings", battery, req, now)
+        if refusal is not None:
+            return refusal
+        before = self.settings.of(battery)
+        changes, problems = changes_of(req.settings, before)
+        if not problems:
+            runtime = apply_changes(before.runtime, changes)
+            try:
+                after = self.settings.resolve(battery, runtime)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            return Verdict("rejected", "; ".join(problems))
+        self.settings.set(battery, runtime, after)
+        self.applied_requests.add(self.applied_requests.key("settings", battery, req.id), req.expires, now)
+        self._settings_changed(battery, before, after)
+        return Verdict("ok")
+
+    def _settings_changed(self, id: str, before: Effective, after: Effective) -> None:
+        self.settings_dirty.add(id)
+        self.settings_dirty.update(self.groups_of.get(id, ()))  # a group shows what its members allow
+        if after.window != before.window:
+            resting = id in self.windows and not self.windows[id].charging
+            self._sync_window(id)  # a changed window acts at its next trigger point, from the next sample
+            if after.window is None and resting:
+                # The window had switched charging off; with no window left nothing would ever switch it on.
+                for bms in self.groups[id].members if id in self.groups else [id]:
+                    self._command(bms, "charge", True, "soc window removed: charging allowed again")
+            self.control_dirty.add(id)
+        if id in self.groups:
+            self.control_dirty.add(id)
+            return
+        control = self.controls.get(id)
+        if control is not None and after.cc.enabled:
+            if control.reapply(after.cc, after.curves, hold=after.hold, max_reasons=after.max_reasons,
+                               voltage_target_changed=before.cc.max_cell_voltage != after.cc.max_cell_voltage):
+                self._fet_actions(id, control)
+        self.control_dirty.add(id)
+        self.control_dirty.update(self.groups_of.get(id, ()))
+
+    def _sync_window(self, id: str) -> None:
+        """The SoC window of `id` as its settings say; its state (charging, last calibration) is kept."""
+        window = self.settings.of(id).window
+        if window is None:
+            self.window_specs.pop(id, None)
+            self.windows.pop(id, None)
+        else:
+            self.window_specs[id] = window
+            self.windows.setdefault(id, SocWindow())
+
+    def reset_meters(self, battery: str, req: MetersReset, now: float) -> Verdict:
+        """Energy, charge and computed cycles of one pack or group to zero; at most once per id."""
+        refusal = self._admit("reset", battery, req, now)
+        if refusal is not None:
+            return refusal
+        if battery in self.groups:
+            self.groups[battery].reset_meters(self.packs)
+        elif battery in self.packs:
+            self.packs[battery].meters.reset()
+        # (a configured pack never heard of has nothing to reset)
+        self.applied_requests.add(self.applied_requests.key("reset", battery, req.id), req.expires, now)
+        self.dirty.add(battery)
+        return Verdict("ok")
+
+    def settings_state(self, id: str, now: float) -> SettingsState:
+        e = self.settings.of(id)
+        maxima: dict[str, float] = {}
+        if id in self.groups and len(e.caps) < len(CURRENT_KEYS):
+            members = [self.settings.of(m).cc for m in self.groups[id].members]
+            members = [cc for cc in members if cc.enabled]
+            if members:
+                combine = min if self.groups[id].topology == "series" else sum
+                maxima = {k: float(combine(getattr(cc, k) for cc in members)) for k in CURRENT_KEYS}
+        return SettingsState(id=id, kind="group" if id in self.groups else "pack", ts=now,
+                             values=values_of(e, maxima), overridden=sorted(e.runtime))
+
     # -- persistence
     def dump(self) -> dict[str, Any]:
         return {"packs": {id: p.dump() for id, p in self.packs.items()},
@@ -377,9 +519,16 @@ class Engine:
                 "alarms": {id: a.dump() for id, a in self.alarms.items()},
                 "cell_states": self.cell_states.dump(),
                 "fets": self.fets,
-                "refused": dict(self.refused)}
+                "refused": dict(self.refused),
+                "settings": self.settings.dump(),
+                "applied_requests": self.applied_requests.dump()}
 
     def load(self, d: dict[str, Any]) -> None:
+        # Settings first: a window created at run time must exist before its state is restored below.
+        for problem in self.settings.load(d.get("settings", {})):
+            log.error("runtime settings of %s; they no longer fit the config and were dropped", problem)
+        for id in list(self.settings.runtime):
+            self._sync_window(id)
         for id, pd in d.get("packs", {}).items():
             try:
                 pack = Pack.load(id, pd, self.cfg.dt_max, self.cfg.reorder_window)
@@ -407,5 +556,7 @@ class Engine:
         self.cell_states.load(d.get("cell_states", {}))
         self.fets.update(d.get("fets", {}))
         self.refused.update(d.get("refused", {}))
+        self.applied_requests.load(d.get("applied_requests", {}))
+        self.settings_dirty.update(self.settings_ids())
         self.dirty.update(self.ids())
         self.control_dirty.update(self.controls.keys() | self.groups.keys())

@@ -14,6 +14,11 @@ clock), and it is then left out after its last point. A member
 with a gap longer than dt_max around that time has no value there, so the group has none either, and
 the group interval spans the hole like any missing value (or is not bridged, if longer than dt_max).
 
+Group cycles (`cycles_soc`) are the capacity-weighted mean of the members' SoC cycles, counted by the group
+itself from the points each member commits (the same points, in the same order, as the member's own
+counter, so the two agree), so that resetting the group's meters does not touch the packs and resetting a
+pack does not touch its groups.
+
 Pure: no clock, no I/O.
 """
 
@@ -24,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .meters import Meters, Point, time_to_go
+from .meters import Meters, Point, SocCycles, time_to_go
 from .pack import Pack, sample_charge, sample_point
 
 MAX_PENDING_TIMES = 100_000
@@ -84,14 +89,25 @@ class Group:
     times: list[float] = field(default_factory=list)  # sorted, unique, > evaluated_ts
     first_ts: float | None = None  # the first time any member gave us: a member never heard of is awaited
                                    # until `timeout` after it, then left out
+    member_cycles: dict[str, SocCycles] = field(default_factory=dict)  # SoC cycles of each member, as counted here
 
     @classmethod
     def new(cls, id: str, name: str, members: list[str], topology: str, dt_max: float, timeout: float) -> Group:
         return cls(id, name, list(members), topology, Meters(dt_max), timeout)
 
     # -- meters
-    def committed(self, points: Iterable[Point], packs: Mapping[str, Pack]) -> None:
-        """Members committed these points: evaluate every group time that is now ready."""
+    def committed(self, points: Iterable[Point], packs: Mapping[str, Pack], member: str | None = None) -> None:
+        """`member` committed these points (already in its own meters): evaluate every group time now ready."""
+        points = list(points)
+        if member is not None and member in packs:
+            cycles = self.member_cycles.get(member)
+            if cycles is None:
+                # First points of this member here (or a state from before groups counted cycles): take over
+                # the member's own count, which already includes these points.
+                self.member_cycles[member] = packs[member].meters.cycles.copy()
+            else:
+                for p in points:
+                    cycles.add(p.soc)
         for p in points:
             if self.first_ts is None or p.ts < self.first_ts:
                 self.first_ts = p.ts
@@ -187,8 +203,9 @@ class Group:
         mos = [p.live.mos_temperature for p in live if p.live and p.live.mos_temperature is not None]
         if mos:
             out["mos_temperature"] = max(mos)
-        # Cycles: capacity-weighted mean of the members' own (a group cycle is every pack cycling once).
-        weights = [(p.meters.cycles.value, c) for p, c in zip(live, caps, strict=True) if c]
+        # Cycles: capacity-weighted mean of the members' (a group cycle is every pack cycling once).
+        weights = [(self.member_cycles[p.id].value if p.id in self.member_cycles else p.meters.cycles.value, c)
+                   for p, c in zip(live, caps, strict=True) if c]
         if weights:
             out["cycles_soc"] = sum(v * c for v, c in weights) / sum(c for _, c in weights)
         cap = out.get("capacity")
@@ -197,16 +214,26 @@ class Group:
         out["time_to_empty"], out["time_to_full"] = time_to_go(out.get("current"), out.get("charge"), cap)
         return out
 
+    def reset_meters(self, packs: Mapping[str, Pack]) -> None:
+        """Energy, charge and cycles of the group to zero (the members' own meters are untouched)."""
+        self.meters.reset()
+        for m in self.members:
+            if m in packs:
+                cycles = self.member_cycles.setdefault(m, packs[m].meters.cycles.copy())
+                cycles.reset()
+
     # -- persistence
     def dump(self) -> dict[str, Any]:
         return {"meters": self.meters.dump(), "evaluated_ts": self.evaluated_ts, "times": self.times,
-                "first_ts": self.first_ts}
+                "first_ts": self.first_ts, "member_cycles": {m: c.dump() for m, c in self.member_cycles.items()}}
 
     def restore(self, d: dict[str, Any]) -> None:
         self.meters = Meters.load(d["meters"], self.meters.dt_max)
         self.evaluated_ts = d.get("evaluated_ts")
         self.times = list(d.get("times", []))
         self.first_ts = d.get("first_ts")
+        self.member_cycles = {m: SocCycles.load(c) for m, c in d.get("member_cycles", {}).items()
+                              if m in self.members}
 
 
 def _min(xs: Iterable[float | None]) -> float | None:

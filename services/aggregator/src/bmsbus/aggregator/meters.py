@@ -14,6 +14,9 @@ Rules (docs/aggregator.md, "Meters"):
   trapezoid of the signed value exactly and in/out only ever grow.
 - Sums are compensated (Neumaier), so a year of 1 s samples keeps ~1e-15 relative error.
 - (boot, seq) identifies a sample: one seen before is never counted twice.
+- The only way down is an explicit reset (`battery/<id>/meters/reset`): the totals go to 0, the last
+  point and the (boot, seq) watermarks stay, so integration continues from there and a sample counted
+  before the reset is still refused after it.
 """
 
 from __future__ import annotations
@@ -100,6 +103,11 @@ class Integral:
     def net(self) -> float:
         return self.inflow.value - self.outflow.value
 
+    def reset(self) -> None:
+        """Totals to zero. The last point stays: the interval from it to the next one counts after the reset."""
+        self.inflow, self.outflow = Sum(), Sum()
+        self.intervals = self.gaps = 0
+
     def dump(self) -> dict[str, Any]:
         return {"in": self.inflow.dump(), "out": self.outflow.dump(), "ts": self.last_ts, "v": self.last_value,
                 "n": self.intervals, "gaps": self.gaps}
@@ -130,6 +138,12 @@ class SocCycles:
     @property
     def value(self) -> float:
         return self.total.value
+
+    def reset(self) -> None:
+        self.total = Sum()  # the last SoC stays: the next step counts from it
+
+    def copy(self) -> SocCycles:
+        return SocCycles(Sum(self.total.total, self.total.comp), self.last_soc, self.max_step)
 
     def dump(self) -> dict[str, Any]:
         return {"sum": self.total.dump(), "soc": self.last_soc}
@@ -169,6 +183,11 @@ class Meters:
         self.energy.add(p.ts, p.power, self.dt_max)
         self.charge.add(p.ts, p.current, self.dt_max)
         self.cycles.add(p.soc)
+
+    def reset(self) -> None:
+        self.energy.reset()
+        self.charge.reset()
+        self.cycles.reset()
 
     def readings(self) -> dict[str, float]:
         return {

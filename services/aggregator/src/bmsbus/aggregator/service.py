@@ -5,6 +5,8 @@
                                            -> bms/<id>/cmd           switch commands (SoC window, actions)
     battery/+/cmd         -> fanned out to bms/<member>/cmd; results on battery/<id>/cmd/result
     bms/+/cmd/result      <- answers to both
+    battery/+/settings/set -> runtime settings, persisted -> battery/<id>/settings (retained), cmd/result
+    battery/+/meters/reset -> meters and computed cycles to 0, persisted -> cmd/result
 
 One persistent MQTT session (fixed client id, QoS 1) so samples published while the aggregator is away
 are delivered when it is back. Every sample that changed state is journaled as soon as it is processed;
@@ -26,14 +28,16 @@ from pathlib import Path
 
 from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
 from bmsbus.shared.config import Config
-from bmsbus.shared.models import BadMessage, BusModel, Command, CommandResult, Sample, parse
+from bmsbus.shared.models import (BadMessage, BusModel, Command, CommandResult, MetersReset, Sample, SettingsRequest,
+                                  parse)
 from bmsbus.shared.runner import ServiceSpec, add_service_command
-from bmsbus.shared.topics import Topics
+from bmsbus.shared.topics import ID_PATTERN, Topics
 
 from .actions import Actions
-from .engine import Effect, Engine
+from .battery_settings import GROUP_OVERRIDE_FIELDS, BatterySettings
+from .engine import Effect, Engine, Verdict
 from .socwindow import SocWindowSpec
-from .store import StateStore, encode_sample, encode_tick
+from .store import METERS_RESET, SETTINGS_REQUEST, StateStore, encode_request, encode_sample, encode_tick
 
 log = logging.getLogger("bmsbus.aggregator")
 
@@ -81,6 +85,10 @@ class Aggregator:
             try:
                 if ev.kind == "S":
                     self.engine.on_sample(parse(Sample, ev.payload), ev.now)  # type: ignore[arg-type]
+                elif ev.kind == SETTINGS_REQUEST:
+                    self.engine.request_settings(ev.battery, SettingsRequest.from_json(ev.payload), ev.now)
+                elif ev.kind == METERS_RESET:
+                    self.engine.reset_meters(ev.battery, MetersReset.from_json(ev.payload), ev.now)
                 else:
                     self.engine.tick(ev.now)
                 replayed += 1
@@ -121,6 +129,10 @@ class Aggregator:
             self._group_command(msg, ref.entity, model)
         elif ref.kind == "cmd_result" and isinstance(model, CommandResult):
             self._command_result(model)
+        elif ref.kind == "settings_set" and isinstance(model, SettingsRequest):
+            self._request(msg, ref.entity, model)
+        elif ref.kind == "meters_reset" and isinstance(model, MetersReset):
+            self._request(msg, ref.entity, model)
 
     def _sample(self, msg: Message, entity: str, s: Sample) -> None:
         if s.bms != entity:
@@ -136,6 +148,36 @@ class Aggregator:
         self.samples += 1
         if accepted:
             self._journal(encode_sample(now, msg.payload if b"\n" not in msg.payload else s.to_json()))
+        self._drain_effects()
+
+    def _request(self, msg: Message, battery: str, req: SettingsRequest | MetersReset) -> None:
+        """A settings change or a meters reset: applied (journaled, then snapshotted) or rejected; answered."""
+        kind = "settings_set" if isinstance(req, SettingsRequest) else "meters_reset"
+        if msg.retain:
+            self.inbox.skip(kind, msg.topic, "retained request ignored (requests are never retained)")
+            return
+        if not ID_PATTERN.match(battery):
+            self.inbox.skip(kind, msg.topic, f"{battery!r} is not a battery id")
+            return
+        now = self.clock()
+        try:
+            if isinstance(req, SettingsRequest):
+                verdict = self.engine.request_settings(battery, req, now)
+            else:
+                verdict = self.engine.reset_meters(battery, req, now)
+        except Exception:  # noqa: BLE001 - one bad request must not stop the aggregator
+            self.errors += 1
+            log.exception("%s %s on %s could not be processed", kind, req.id, battery)
+            verdict = Verdict("failed", "internal error (logged by the aggregator)")
+        if verdict.ok:
+            self._journal(encode_request(SETTINGS_REQUEST if kind == "settings_set" else METERS_RESET, now, battery,
+                                         req.to_json()))
+            self.save()  # on disk, atomically, before the answer goes out
+        what = f"settings {req.settings}" if isinstance(req, SettingsRequest) else "meters reset"
+        log.info("%s %s of %s (%s): %s%s", what, req.id, battery, req.origin or "no origin", verdict.status,
+                 f" ({verdict.reason})" if verdict.reason else "")
+        self._result(battery, CommandResult(id=req.id, bms=battery, status=verdict.status,  # type: ignore[arg-type]
+                                            ts=now, reason=verdict.reason))
         self._drain_effects()
 
     def tick(self) -> None:
@@ -155,7 +197,7 @@ class Aggregator:
         now = self.clock()
         if e.kind == "command":
             cmd = Command(id=f"agg-{uuid.uuid4().hex[:16]}", switch=e.data["switch"], value=e.data["value"],
-                          issued=now, expires=now + self.acfg.charge_control.command_ttl,
+                          issued=now, expires=now + self.engine.cc_of(e.target).command_ttl,
                           origin=f"aggregator: {e.data['origin']}"[:200])
             log.info("command to %s: %s=%s (%s)", e.target, cmd.switch, cmd.value, e.data["origin"])
             self._send(self.topics.bms_cmd(e.target), cmd.to_json())
@@ -248,8 +290,10 @@ class Aggregator:
         self.engine.dirty.update(self.engine.ids())
         self._published_control.clear()
         self.engine.control_dirty.update(self.engine.controls.keys() | self.engine.groups.keys())
+        self.engine.settings_dirty.update(self.engine.settings_ids())
         await bus.subscribe(self.topics.all_of("sample"), self.topics.all_of("battery_cmd"),
-                            self.topics.all_of("cmd_result"))
+                            self.topics.all_of("cmd_result"), self.topics.all_of("settings_set"),
+                            self.topics.all_of("meters_reset"))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._listen(bus), name="listen")
             tg.create_task(self._publish_forever(bus), name="publish")
@@ -277,7 +321,14 @@ class Aggregator:
         now = self.clock()
         states, self.engine.dirty = list(self.engine.dirty), set()
         controls, self.engine.control_dirty = list(self.engine.control_dirty), set()
+        settings, self.engine.settings_dirty = list(self.engine.settings_dirty), set()
         jobs: list[tuple[str, BusModel]] = []
+        for id in settings:
+            try:
+                jobs.append((self.topics.battery_settings(id), self.engine.settings_state(id, now)))
+            except Exception:  # noqa: BLE001 - one battery's bad settings must not stop the others
+                self.errors += 1
+                log.exception("settings of %s could not be built; skipped", id)
         for id in states:
             try:
                 jobs.append((self.topics.battery_state(id), self.engine.state(id, now)))
@@ -309,6 +360,7 @@ class Aggregator:
             # Not (all) published: again on the next connection.
             self.engine.dirty.update(states)
             self.engine.control_dirty.update(controls)
+            self.engine.settings_dirty.update(settings)
             self._published_control.clear()
             raise
 
@@ -370,6 +422,33 @@ def check(cfg: Config) -> list[str]:
         problems.append("aggregator.charge_control: need min_cell_voltage < float_cell_voltage <= max_cell_voltage")
     if not cc.safe_cell_min < cc.safe_cell_max:
         problems.append("aggregator.charge_control: need safe_cell_min < safe_cell_max")
+    problems += _check_overrides(cfg)
+    return problems
+
+
+def _check_overrides(cfg: Config) -> list[str]:
+    """charge_control_overrides: known ids, only what a group takes, and a consistent result per battery."""
+    problems = []
+    groups = {g.id for g in cfg.aggregator.groups}
+    devices = {d.id for d in cfg.devices if d.id}
+    overrides = {id: o.model_dump(exclude_unset=True) for id, o in cfg.aggregator.charge_control_overrides.items()}
+    settings = BatterySettings(cfg.aggregator.charge_control, overrides, {}, groups)
+    for id, fields in overrides.items():
+        where = f"aggregator.charge_control_overrides.{id}"
+        if id not in devices and id not in groups:
+            problems.append(f"{where}: unknown id {id!r}; allowed: devices {sorted(devices)}, groups {sorted(groups)}")
+            continue
+        if id in groups and (extra := sorted(set(fields) - GROUP_OVERRIDE_FIELDS)):
+            problems.append(f"{where}: a group takes only {sorted(GROUP_OVERRIDE_FIELDS)} (its charge voltage and "
+                            f"curves follow its members); got {extra}")
+            continue
+        try:
+            resolved = settings.of(id).cc
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if not resolved.safe_cell_min < resolved.safe_cell_max:
+            problems.append(f"{where}: need safe_cell_min < safe_cell_max")
     return problems
 
 

@@ -4,12 +4,18 @@
     <state_dir>/journal-<gen>.log       every input that changed state since that snapshot, one per line:
                                           S <arrival unix time> <sample JSON>
                                           T <unix time>                      (a tick that released or timed out something)
+                                          Q <unix time> <battery> <SettingsRequest JSON>  (applied)
+                                          R <unix time> <battery> <MetersReset JSON>      (applied)
 
 The engine is a deterministic function of its inputs, so snapshot + replayed journal = the state at the
 moment the process died, to the last bit: a kill -9 loses nothing that was processed. The journal is
 appended with one write() per batch (the OS keeps it across a process crash; `fsync_journal` extends that to
 power loss at a cost). A snapshot names the first journal generation it does *not* contain, so a crash
 between writing a snapshot and deleting old journals never replays an input twice.
+
+A settings change or a meters reset is journaled like a sample (so a replay puts it between the same two
+samples) and then the service takes a snapshot at once: a person's change is on disk, atomically, before
+it is answered.
 """
 
 from __future__ import annotations
@@ -28,15 +34,25 @@ SNAPSHOT = "aggregator-state.json"
 FORMAT = 1
 
 
+SETTINGS_REQUEST = "Q"
+METERS_RESET = "R"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    kind: str  # "S" sample, "T" tick
+    kind: str  # "S" sample, "T" tick, "Q" settings request, "R" meters reset
     now: float
     payload: bytes = b""
+    battery: str = ""  # Q and R: the battery of the topic it came on
 
 
 def encode_sample(now: float, payload: bytes) -> bytes:
     return b"S %r " % now + payload + b"\n"
+
+
+def encode_request(kind: str, now: float, battery: str, payload: bytes) -> bytes:
+    """A request that was applied; `battery` is a topic id (no spaces), the payload compact JSON."""
+    return b"%s %r %s " % (kind.encode(), now, battery.encode()) + payload.replace(b"\n", b" ") + b"\n"
 
 
 def encode_tick(now: float) -> bytes:
@@ -114,6 +130,9 @@ class StateStore:
                     yield Event("S", float(now), payload)
                 elif kind == "T":
                     yield Event("T", float(rest))
+                elif kind in (SETTINGS_REQUEST, METERS_RESET):
+                    now, battery, payload = rest.split(b" ", 2)
+                    yield Event(kind, float(now), payload, battery.decode())
             except ValueError:
                 log.warning("skipped an unreadable journal line in %s", path.name)
 
