@@ -6,6 +6,6 @@ repo="$(cd "$here/../.." && pwd)"
 rm -rf "$here/src"
 mkdir -p "$here/src/services"
 cp -r "$repo/shared" "$here/src/shared"
-for s in collector aggregator ha_bridge influx_writer; do cp -r "$repo/services/$s" "$here/src/services/$s"; done
+for s in "$repo"/services/*/; do cp -r "$s" "$here/src/services/$(basename "$s")"; done
 find "$here/src" -name '*.egg-info' -prune -exec rm -rf {} + -o -name '__pycache__' -prune -exec rm -rf {} +
 echo "sources copied to $here/src"

@@ -1,6 +1,10 @@
 #!/usr/bin/with-contenv bashio
 # Start bmsbus inside the add-on: MQTT credentials from the Supervisor's service API, options from the UI.
+# BMSBUS_DATA_DIR / BMSBUS_CONFIG_DIR exist for tests only; the Supervisor mounts /data and /config.
 set -euo pipefail
+
+DATA_DIR="${BMSBUS_DATA_DIR:-/data}"
+CONFIG_DIR="${BMSBUS_CONFIG_DIR:-/config}"
 
 MQTT_SERVICE=""
 if [ -n "${SUPERVISOR_TOKEN:-}" ]; then
@@ -11,9 +15,10 @@ if [ -n "${SUPERVISOR_TOKEN:-}" ]; then
     fi
 fi
 
-# The generated config holds the broker password: written 0600, never logged.
-printf '%s' "${MQTT_SERVICE}" | python3 -m bmsbus.ha_bridge.addon \
-    --options /data/options.json --mqtt-service - --out /data/bmsbus.yaml --data-dir /data
+# The generated config holds the broker password: written 0600, never logged. A bad option stops here, named.
+printf '%s' "${MQTT_SERVICE}" | python3 -m bmsbus.ha_bridge.addon --require-mqtt \
+    --options "${DATA_DIR}/options.json" --mqtt-service - --out "${DATA_DIR}/bmsbus.yaml" \
+    --data-dir "${DATA_DIR}" --config-dir "${CONFIG_DIR}"
 
 bashio::log.info "starting bmsbus stack"
-exec bmsbus stack --config /data/bmsbus.yaml
+exec bmsbus stack --config "${DATA_DIR}/bmsbus.yaml"

@@ -15,15 +15,16 @@ from typing import Any
 
 import pytest
 
-from bmsbus.ha_bridge.commands import SettingsState
 from bmsbus.ha_bridge.discovery import Origin
-from bmsbus.ha_bridge.entities import HA_SENSOR_CLASSES, GroupFacts, PackFacts, group_entities, pack_entities
+from bmsbus.ha_bridge.entities import (HA_SENSOR_CLASSES, LOCAL, GroupFacts, PackFacts, group_entities,
+                                      pack_entities)
 from bmsbus.ha_bridge.service import HaBridge, config_json
 from bmsbus.shared.bus import Message
 from bmsbus.shared.config import MqttConfig, parse_config
 from bmsbus.shared.models import (ActiveAlarm, BatteryState, Birth, BirthDevice, BusModel, Control, Limit, Link,
-                                  Meta, Sample, SwitchSpec)
+                                  Meta, Sample, SettingsState, SwitchSpec)
 from bmsbus.shared.quantities import CATALOG, SAMPLE_KEYS, STATE_QUANTITIES
+from bmsbus.shared.settings import SETTING_SPECS
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = "bmsbus/v1/home"
@@ -124,15 +125,16 @@ def full_pack() -> list[Message]:
                     temperatures=[21.5, 21.9], switches={"charge": True, "discharge": True, "balance": True,
                                                           "heater": False, "float_charge": False})
     state = BatteryState(id="shed_lfp", kind="pack", ts=TS, voltage=13.28, current=-12.5, power=-166.0, soc=71.0,
-                         cell_min=3.319, cell_max=3.322, cell_delta=0.003, cell_avg=3.3205, cell_min_index=1,
-                         cell_max_index=2, energy_in_kwh=12.5, energy_out_kwh=10.1, energy_net_kwh=2.4,
+                         charge=198.8, capacity=280.0, cell_min=3.319, cell_max=3.322, cell_delta=0.003,
+                         cell_avg=3.3205, cell_min_index=1, cell_max_index=2, energy_in_kwh=12.5, energy_out_kwh=10.1,
+                         energy_net_kwh=2.4,
                          cycles=17, cycles_soc=20.5, cycles_throughput=19.8, time_to_empty=57254.0,
                          alarms=[ActiveAlarm(code="cell_ovp", text="Cell overvoltage", since=TS)])
     control = Control(id="shed_lfp", kind="pack", ts=TS, mode="Absorption (Cell OVP) + Balancing",
                       charge_voltage=Limit(value=13.8, reason="max cell voltage"),
                       charge_current=Limit(value=100.0, reason="configured maximum"),
                       discharge_current=Limit(value=150.0, reason="configured maximum"), soc_window="charging")
-    settings = SettingsState(id="shed_lfp", values={"soc_charge_stop": 90, "soc_charge_start": 80,
+    settings = SettingsState(id="shed_lfp", kind="pack", values={"soc_charge_stop": 90, "soc_charge_start": 80,
                                                     "max_cell_voltage": 3.45, "charge_control": "auto"})
     link = Link(bms="shed_lfp", state="connected", ok=True, ts=TS, rssi=-67)
     return [msg("bms/shed_lfp/meta", meta), msg("bms/shed_lfp/link", link), msg("bms/shed_lfp/sample", sample, False),
@@ -202,13 +204,12 @@ def test_every_catalog_quantity_maps_to_valid_entities() -> None:
     """The maximal device: every catalog key, every state key, control and settings."""
     state_keys = frozenset(BatteryState.model_fields) | {q.key for q in STATE_QUANTITIES}
     control_keys = frozenset(Control.model_fields)
-    from bmsbus.ha_bridge.entities import SETTINGS_SPECS
 
     pack = pack_entities(PackFacts(quantities=frozenset(SAMPLE_KEYS), writable_switches=("charge",),
                                    readonly_switches=("heater",), cells=32, temperatures=8, state_keys=state_keys,
-                                   control_keys=control_keys, settings=tuple(SETTINGS_SPECS), rssi=True))
+                                   control_keys=control_keys, settings=tuple(SETTING_SPECS), rssi=True))
     grp = group_entities(GroupFacts(state_keys=state_keys, temperatures=4, control_keys=control_keys,
-                                    settings=tuple(SETTINGS_SPECS), writable_switches=("charge", "discharge")))
+                                    settings=tuple(SETTING_SPECS), writable_switches=("charge", "discharge")))
     bridge = run_scenario([])
     from bmsbus.ha_bridge.discovery import component
 
@@ -218,11 +219,25 @@ def test_every_catalog_quantity_maps_to_valid_entities() -> None:
         for e in entities:
             check_component(e.key, component(e, topics=bridge.ha, device="x", entity_base="x", expire_after=60,
                                              collector="c"))
-    # Every scalar catalog quantity got an entity; none is silently dropped.
-    pack_keys = {e.key for e in pack}
+    # Every scalar catalog quantity got an entity (a pack or a group one); none is silently dropped.
+    keys = {e.key for e in pack} | {e.key for e in grp}
     for q in CATALOG.values():
         if q.shape.value == "scalar":
-            assert q.key in pack_keys, q.key
+            assert q.key in keys, q.key
+    # Every shared setting became a number/select with the shared spec's range, step, unit and options.
+    for entities in (pack, grp):
+        settings = {e.key: e for e in entities if e.platform in ("number", "select")}
+        assert list(settings) == list(SETTING_SPECS)
+        for key, e in settings.items():
+            spec = SETTING_SPECS[key]
+            if spec.options is not None:
+                assert e.platform == "select" and e.options == spec.options
+            else:
+                assert e.platform == "number" and e.unit == spec.unit
+                assert dict(e.extra) == {"min": spec.min, "max": spec.max, "step": spec.step, "mode": "box"}
+    # Bridge-local entities never stand in for a catalog quantity (the aggregator's values are catalog keys).
+    assert not LOCAL.keys() & CATALOG.keys()
+    assert {"cycles_soc", "cycles_throughput", "time_to_empty", "time_to_full"} <= CATALOG.keys()
     # The table covers every (semantic, kind) the catalog uses for scalars and elements.
     for q in CATALOG.values():
         if q.shape.value in ("scalar", "per_cell", "per_sensor"):

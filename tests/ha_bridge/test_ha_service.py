@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from bmsbus.shared.models import BatteryState, Birth, BirthDevice, CommandResult, Link, Meta, Sample, SwitchSpec
+from bmsbus.shared.models import (BatteryState, Birth, BirthDevice, CommandResult, Link, Meta, MetersReset, Sample,
+                                  SettingsRequest, SettingsState, SwitchSpec, parse)
 
 pytestmark = pytest.mark.broker
 
@@ -64,13 +65,19 @@ async def test_discovery_state_and_availability(bridge, publish, watcher_factory
         assert state["voltage"] == 53.12 and state["power_flow"] == 531.2 and state["soc"] == 71.0
         assert state["cell_voltages_1"] == 3.321 and state["cell_min_index"] == 2
         assert state["switch_charge"] == "ON" and state["problem"] == "OFF"
-        assert state["time_to_empty"] == 72000 and state["time_to_full"] is None
-        # Meters arrive with the aggregator's state: the device grows its energy entities.
-        await publish("battery/p1/state", BatteryState(id="p1", kind="pack", energy_in_kwh=12345.67891,
-                                                       energy_out_kwh=3.0), retain=True)
+        assert "time_to_empty" not in state  # the aggregator's value, on the state topic
+        # Meters and time to go arrive with the aggregator's state: the device grows those entities.
+        await publish("battery/p1/state", BatteryState(id="p1", kind="pack", current=-10.0, charge=200.0,
+                                                       capacity=280.0, time_to_empty=72000.0, cycles_soc=1.234,
+                                                       energy_in_kwh=12345.67891, energy_out_kwh=3.0), retain=True)
         await w.wait_for(lambda: "energy_in_kwh" in json.loads(configs(w)[-1])["components"], what="meters")
         await w.wait_for(lambda: w.json_on("/ha/p1/state"), what="HA meter state")
-        assert w.json_on("/ha/p1/state")[-1]["energy_in_kwh"] == 12345.679
+        st = w.json_on("/ha/p1/state")[-1]
+        assert st["energy_in_kwh"] == 12345.679 and st["cycles_soc"] == 1.23
+        assert st["time_to_empty"] == 72000 and st["time_to_full"] is None
+        cmps = json.loads(configs(w)[-1])["components"]
+        assert cmps["time_to_full"]["state_topic"] == f"{ROOT}/ha/p1/state"
+        assert cmps["cycles_soc"]["state_class"] == "total_increasing"
         assert w.on(f"{ROOT}/ha/status")[-1] == b"online"
 
 
@@ -130,26 +137,29 @@ async def test_switch_command_translation(bridge, publish, watcher_factory) -> N
 
 
 async def test_group_controls_settings_and_meter_reset(bridge, publish, watcher_factory) -> None:
-    from bmsbus.ha_bridge.commands import SettingsState
     from bmsbus.shared.models import Control, Limit
 
     group_config = CONFIG.replace("p1", "bank")
     async with watcher_factory("homeassistant/#", f"{ROOT}/#") as w, bridge():
         for bms in ("a1", "a2"):
             await publish(f"bms/{bms}/meta", meta(bms), retain=True)
+        # The aggregator's settings before the group's first state: shown as soon as the entities exist.
+        await publish("battery/bank/settings", SettingsState(id="bank", kind="group",
+                                                             values={"soc_charge_stop": 90.0}), retain=True)
         await publish("battery/bank/state", BatteryState(id="bank", kind="group", members=["a1", "a2"], soc=50.0,
-                                                         current=-2.0, charge=100.0, capacity=200.0), retain=True)
+                                                         current=-2.0, charge=100.0, capacity=200.0,
+                                                         time_to_empty=180000.0), retain=True)
         await publish("battery/bank/control", Control(id="bank", kind="group", ts=time.time(), mode="Float",
                                                       charge_voltage=Limit(value=54.0, reason="float")), retain=True)
-        await publish("battery/bank/settings", SettingsState(id="bank", values={"soc_charge_stop": 90}), retain=True)
         want = {"switch_charge", "switch_discharge", "charge_mode", "charge_voltage", "soc_charge_stop",
-                "reset_meters", "last_command", "time_to_empty"}
+                "reset_meters", "last_command", "time_to_empty", "time_to_full"}
         await w.wait_for(lambda: configs(w, group_config) and want <= set(json.loads(
             configs(w, group_config)[-1])["components"]), what="group discovery")
         await w.wait_for(lambda: w.json_on("/ha/bank/control") and w.json_on("/ha/bank/settings"), what="states")
         assert w.json_on("/ha/bank/control")[-1]["charge_mode"] == "float"
         assert w.json_on("/ha/bank/control")[-1]["charge_voltage_reason"] == "float"
-        assert w.json_on("/ha/bank/settings")[-1] == {"soc_charge_stop": 90}
+        assert w.json_on("/ha/bank/settings")[-1] == {"soc_charge_stop": 90.0}
+        await w.wait_for(lambda: w.json_on("/ha/bank/state"), what="group state")
         assert w.json_on("/ha/bank/state")[-1]["time_to_empty"] == 180000
 
         # Group switch state: ON only when every member agrees.
@@ -175,12 +185,104 @@ async def test_group_controls_settings_and_meter_reset(bridge, publish, watcher_
                                                                ts=time.time(), reason="a2: failed"))
         await w.wait_for(lambda: (w.json_on("/ha/bank/diag") or [{}])[-1].get("last_command")
                          == "charge ON: failed (a2: failed)", what="group result")
+        # The settings request's own result, on the same topic.
+        await publish("battery/bank/cmd/result", CommandResult(id=setting["id"], bms="bank", status="ok",
+                                                               ts=time.time()))
+        await w.wait_for(lambda: w.json_on("/ha/bank/diag")[-1]["last_command"] == "SoC charge stop 85 %: ok",
+                         what="settings result")
         # Bad input never crashes the bridge; it is counted.
         await publish("battery/bank/settings", b"{not json", retain=True)
+        await publish("battery/bank/settings", b'{"id": "other", "values": {}}')  # about another battery
         await publish("bms/a1/sample", b'{"bms": "a1"}')
         await publish("ha/bank/number/soc_charge_stop/set", "lots")
+        await publish("ha/bank/number/no_such_setting/set", "1")
         await publish("bms/bad.id/meta", meta("a1"))
         await publish("bms/a2/meta", meta("a1"))
         await publish("bms/a2/sample", sample("a2", seq=1, switches={"charge": True, "discharge": True}))
         await w.wait_for(lambda: w.json_on("/ha/bank/sample")[-1]["switch_charge"] == "ON", what="still alive")
         assert len(w.json_on("/battery/bank/cmd")) == 1 and len(w.json_on("/battery/bank/settings/set")) == 1
+        assert w.json_on("/ha/bank/diag")[-1]["last_command"] == (
+            "SoC charge stop lots: refused (soc_charge_stop: not a number: 'lots')")
+        assert w.json_on("/ha/bank/settings")[-1] == {"soc_charge_stop": 90.0}  # nothing was applied
+
+
+async def test_pack_settings_and_meter_reset_end_to_end(bridge, publish, watcher_factory) -> None:
+    """HA presses and sets on a pack: each becomes a shared bus model with a fresh id and an expiry, a bad value
+    is refused in the bridge with its reason (nothing reaches the bus), and the aggregator's answer on
+    battery/<id>/cmd/result is what HA shows. Number state is only ever the aggregator's retained settings."""
+    async with watcher_factory(f"{ROOT}/#", "homeassistant/#") as w, bridge(command_expiry=15.0) as b:
+        await publish("collector/col/status", "online", retain=True)
+        await publish("bms/p1/meta", meta(), retain=True)
+        await publish("bms/p1/link", link(), retain=True)
+        await publish("battery/p1/state", BatteryState(id="p1", kind="pack", energy_in_kwh=1.0), retain=True)
+        await publish("battery/p1/settings", SettingsState(
+            id="p1", kind="pack", values={"max_cell_voltage": 3.45, "charge_control": "auto"}), retain=True)
+        await w.wait_for(lambda: configs(w) and {"reset_meters", "max_cell_voltage", "charge_control",
+                                                  "last_command"} <= set(json.loads(configs(w)[-1])["components"]),
+                         what="controls in discovery")
+        cmps = json.loads(configs(w)[-1])["components"]
+        number = cmps["max_cell_voltage"]
+        assert (number["min"], number["max"], number["step"], number["unit_of_measurement"]) == (2.0, 4.4, 0.005, "V")
+        assert number["state_topic"] == f"{ROOT}/ha/p1/settings" and "optimistic" not in number
+        assert cmps["charge_control"]["options"] == ["auto", "bulk", "float", "off"]
+        assert cmps["reset_meters"]["command_topic"] == f"{ROOT}/ha/p1/button/reset_meters/set"
+        await w.wait_for(lambda: w.json_on("/ha/p1/settings"), what="settings state")
+        assert w.json_on("/ha/p1/settings")[-1] == {"max_cell_voltage": 3.45, "charge_control": "auto"}
+
+        # The reset button, twice: two MetersReset with fresh ids and the configured expiry.
+        before = time.time()
+        await publish(cmps["reset_meters"]["command_topic"], "PRESS")
+        await w.wait_for(lambda: w.on("/battery/p1/meters/reset"), what="meters reset")
+        await publish(cmps["reset_meters"]["command_topic"], "PRESS")
+        await w.wait_for(lambda: len(w.on("/battery/p1/meters/reset")) == 2, what="second meters reset")
+        resets = [parse(MetersReset, m) for m in w.on("/battery/p1/meters/reset")]
+        assert all(isinstance(r, MetersReset) for r in resets)
+        first, second = resets
+        assert first.id != second.id and first.battery == "p1" and first.origin == "ha_bridge"
+        assert before <= first.issued <= time.time() and first.expires - first.issued == 15.0
+        assert [r for t, _, r in w.messages if t.endswith("/meters/reset")] == [False, False]  # never retained
+        await w.wait_for(lambda: w.json_on("/ha/p1/diag")[-1]["last_command"] == "Reset meters: sent",
+                         what="reset shown as sent")
+        await publish("battery/p1/cmd/result", CommandResult(id=second.id, bms="p1", status="rejected",
+                                                             ts=time.time(), reason="duplicate id"))
+        await w.wait_for(lambda: w.json_on("/ha/p1/diag")[-1]["last_command"]
+                         == "Reset meters: rejected (duplicate id)", what="reset rejection visible")
+
+        # A number in range: a SettingsRequest; the aggregator's answer and new settings are what HA shows.
+        await publish("ha/p1/number/max_cell_voltage/set", "3.5")
+        await w.wait_for(lambda: w.on("/battery/p1/settings/set"), what="settings request")
+        req = parse(SettingsRequest, w.on("/battery/p1/settings/set")[-1])
+        assert isinstance(req, SettingsRequest)
+        assert req.settings == {"max_cell_voltage": 3.5} and req.battery == "p1" and req.expires - req.issued == 15.0
+        assert w.json_on("/ha/p1/settings")[-1]["max_cell_voltage"] == 3.45  # not optimistic
+        await publish("battery/p1/cmd/result", CommandResult(id=req.id, bms="p1", status="ok", ts=time.time()))
+        await publish("battery/p1/settings", SettingsState(
+            id="p1", kind="pack", values={"max_cell_voltage": 3.5, "charge_control": "auto"},
+            overridden=["max_cell_voltage"]), retain=True)
+        await w.wait_for(lambda: w.json_on("/ha/p1/settings")[-1]["max_cell_voltage"] == 3.5, what="new value")
+        await w.wait_for(lambda: w.json_on("/ha/p1/diag")[-1]["last_command"] == "Max cell voltage 3.5 V: ok",
+                         what="settings ok")
+
+        # Out of range, and an unknown option: refused by the bridge with the spec's reason; nothing on the bus.
+        await publish("ha/p1/number/max_cell_voltage/set", "5")
+        await w.wait_for(lambda: "refused" in w.json_on("/ha/p1/diag")[-1]["last_command"], what="refusal")
+        assert w.json_on("/ha/p1/diag")[-1]["last_command"] == (
+            "Max cell voltage 5: refused (max_cell_voltage: 5.0 is outside 2..4.4 V)")
+        await publish("ha/p1/select/charge_control/set", "turbo")
+        await w.wait_for(lambda: "turbo" in w.json_on("/ha/p1/diag")[-1]["last_command"], what="select refusal")
+        assert "is not one of ['auto', 'bulk', 'float', 'off']" in w.json_on("/ha/p1/diag")[-1]["last_command"]
+        # The aggregator rejects a valid-looking request: its reason is shown.
+        await publish("ha/p1/select/charge_control/set", "float")
+        await w.wait_for(lambda: len(w.on("/battery/p1/settings/set")) == 2, what="select request")
+        sel = parse(SettingsRequest, w.on("/battery/p1/settings/set")[-1])
+        assert isinstance(sel, SettingsRequest) and sel.settings == {"charge_control": "float"}
+        await publish("battery/p1/cmd/result", CommandResult(id=sel.id, bms="p1", status="rejected", ts=time.time(),
+                                                             reason="expired 0.4 s ago"))
+        await w.wait_for(lambda: w.json_on("/ha/p1/diag")[-1]["last_command"]
+                         == "Charge control float: rejected (expired 0.4 s ago)", what="aggregator rejection")
+        # A result for somebody else's id changes nothing.
+        await publish("battery/p1/cmd/result", CommandResult(id="not-ours", bms="p1", status="ok", ts=time.time()))
+        await publish("ha/p1/button/reset_meters/set", "HOLD")  # not HA's payload: refused
+        await w.wait_for(lambda: "HOLD" in w.json_on("/ha/p1/diag")[-1]["last_command"], what="button refusal")
+        assert len(w.on("/battery/p1/settings/set")) == 2 and len(w.on("/battery/p1/meters/reset")) == 2
+        assert b.inbox.bad["ha_command"] == 3

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bmsbus.influx_writer.service import InfluxWriter, sample_lines
+from bmsbus.influx_writer.service import InfluxWriter, sample_lines, state_lines
 from bmsbus.shared.bus import Bus
 from bmsbus.shared.config import parse_config
-from bmsbus.shared.models import Sample
+from bmsbus.shared.models import BatteryState, Sample
+from bmsbus.shared.quantities import STATE_QUANTITIES, Kind
 from support.procs import VictoriaMetrics
 
 pytestmark = pytest.mark.broker
@@ -40,6 +41,23 @@ def test_lines_are_derived_from_the_catalog() -> None:
     assert "alarm_count=1i" in main and "balancing_count=1i" in main
     assert main.endswith(" 1700000000500")
     assert cells == "cells,bms=p1,site=home cell_voltages_001=3.3,cell_voltages_002=3.31 1700000000500"
+
+
+def test_state_lines_carry_every_numeric_state_quantity() -> None:
+    """Every numeric catalog quantity of BatteryState becomes a float field, including the sample keys the
+    aggregator passes through (cycles, mos_temperature); text and list quantities are left out."""
+    numeric = {q.key: 1.5 for q in STATE_QUANTITIES if q.unit is not None or q.kind is not Kind.STATE}
+    st = BatteryState(id="g1", kind="group", ts=1700000000.0, voltage=53.0, cycles=12, mos_temperature=31.0,
+                      cell_min_index=3, cell_max_index=0, cell_min_member="a1", stale_members=["a2"], **numeric)
+    (line,) = state_lines(st, "home")
+    head, fields, ts = line.split(" ")
+    assert head == "battery,battery=g1,kind=group,site=home" and ts == "1700000000000"
+    got = dict(f.split("=") for f in fields.split(","))
+    for key in numeric:
+        assert got.pop(key) == "1.5", key
+    assert got == {"voltage": "53.0", "cell_min_index": "3.0", "cell_max_index": "0.0", "mos_temperature": "31.0",
+                   "cycles": "12.0", "stale": "0i"}
+    assert {"cycles_soc", "cycles_throughput", "time_to_empty", "time_to_full"} <= set(numeric)
 
 
 async def test_samples_reach_victoriametrics_and_bad_messages_are_skipped(mqtt_config, victoria) -> None:

@@ -117,12 +117,27 @@ STATE_QUANTITIES: Final[tuple[QuantitySpec, ...]] = (
     _q("cell_max", "V", M, Semantic.VOLTAGE, "Highest cell voltage", precision=3),
     _q("cell_delta", "V", M, Semantic.VOLTAGE, "Highest minus lowest cell voltage", precision=3),
     _q("cell_avg", "V", M, Semantic.VOLTAGE, "Average cell voltage", precision=3),
+    _q("cell_min_index", None, S, Semantic.INDEX, "Index (0-based) of the lowest cell; in a group, within its pack",
+       precision=0),
+    _q("cell_max_index", None, S, Semantic.INDEX, "Index (0-based) of the highest cell; in a group, within its pack",
+       precision=0),
+    _q("cell_min_member", None, S, Semantic.CODE, "Group: the pack holding the lowest cell", category=DIAG),
+    _q("cell_max_member", None, S, Semantic.CODE, "Group: the pack holding the highest cell", category=DIAG),
     _q("energy_in_kwh", "kWh", TI, Semantic.ENERGY, "Energy into the battery", precision=3),
     _q("energy_out_kwh", "kWh", TI, Semantic.ENERGY, "Energy out of the battery", precision=3),
     _q("energy_net_kwh", "kWh", T, Semantic.ENERGY, "Energy in minus energy out", precision=3),
     _q("charge_in_ah", "Ah", TI, Semantic.CHARGE, "Charge into the battery", precision=2),
     _q("charge_out_ah", "Ah", TI, Semantic.CHARGE, "Charge out of the battery", precision=2),
     _q("charge_net_ah", "Ah", T, Semantic.CHARGE, "Charge in minus charge out", precision=2),
+    # Reset to 0 with the meters (battery/<id>/meters/reset): total_increasing reads a drop as a meter reset.
+    _q("cycles_soc", None, TI, Semantic.COUNT, "Cycles counted by the aggregator from SoC swings (½·Σ|ΔSoC|/100)",
+       precision=2),
+    _q("cycles_throughput", None, TI, Semantic.COUNT, "Cycles from charge throughput: (in + out) / 2 / capacity",
+       precision=2),
+    _q("time_to_empty", "s", M, Semantic.DURATION, "Time to empty at the present discharge current", precision=0),
+    _q("time_to_full", "s", M, Semantic.DURATION, "Time to full at the present charge current", precision=0),
+    _q("stale_members", None, S, Semantic.CODE, "Group: members left out of the sums because they went quiet",
+       shape=Shape.LABELS, category=DIAG),
 )
 
 CATALOG: Final[dict[str, QuantitySpec]] = {q.key: q for q in SAMPLE_QUANTITIES + STATE_QUANTITIES}

@@ -1,24 +1,26 @@
 """HA commands -> bus messages. Pure; no I/O.
 
 HA publishes on our own tree, never under the discovery prefix:
-    <root>/ha/<id>/switch/<switch>/set         ON / OFF             -> Command on bms/<id>/cmd
-    <root>/ha/<id>/button/reset_meters/set     PRESS                -> <root>/battery/<id>/meters/reset
-    <root>/ha/<id>/number/<setting>/set        a number             -> <root>/battery/<id>/settings/set
-    <root>/ha/<id>/select/<setting>/set        one of the options   -> <root>/battery/<id>/settings/set
-Each translated message gets a fresh id and a short expiry, so a late or replayed one is refused downstream.
+    <root>/ha/<id>/switch/<switch>/set         ON / OFF             -> Command on bms/<id>/cmd (battery/<id>/cmd)
+    <root>/ha/<id>/button/reset_meters/set     PRESS                -> MetersReset on battery/<id>/meters/reset
+    <root>/ha/<id>/number/<setting>/set        a number             -> SettingsRequest on battery/<id>/settings/set
+    <root>/ha/<id>/select/<setting>/set        one of the options   -> SettingsRequest on battery/<id>/settings/set
+Each translated message is a bus model (validated on construction) with a fresh id and a short expiry, so a late
+or replayed one is refused downstream. A setting is also checked against its shared spec
+(`bmsbus.shared.settings`) here, so a bad value is refused with its reason before it reaches the bus.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
-from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import ValidationError
 
-from bmsbus.shared.models import SCHEMA_VERSION, BusModel, Command, CommandResult, Id, dumps
+from bmsbus.shared.models import Command, CommandResult, MetersReset, SettingsRequest
+from bmsbus.shared.settings import SettingSpec
 
 ORIGIN = "ha_bridge"
+PRESS = "PRESS"  # HA's default payload_press; the bridge's buttons do not change it
 
 
 def new_id() -> str:
@@ -26,61 +28,87 @@ def new_id() -> str:
 
 
 class CommandError(ValueError):
-    """An HA command that cannot be translated (bad payload, unknown switch)."""
+    """An HA command that cannot be translated (bad payload, value out of range). The text is the reason."""
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode(errors="replace").strip()
+
+
+def _invalid(exc: ValidationError) -> CommandError:
+    first = exc.errors()[0]
+    return CommandError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
 
 
 def switch_command(switch: str, payload: bytes, *, now: float, expiry: float, id: str | None = None) -> Command:
-    text = payload.decode(errors="replace").strip().upper()
+    text = _text(payload).upper()
     if text not in ("ON", "OFF"):
         raise CommandError(f"switch payload must be ON or OFF, got {text[:20]!r}")
     return Command(id=id or new_id(), switch=switch, value=text == "ON", issued=now, expires=now + expiry,
                    origin=ORIGIN)
 
 
-def _request(now: float, expiry: float, id: str | None, **body: Any) -> bytes:
-    return dumps({"schema_version": SCHEMA_VERSION, "id": id or new_id(), **body, "issued": now,
-                  "expires": now + expiry, "origin": ORIGIN})
-
-
-def reset_meters_request(battery: str, *, now: float, expiry: float, id: str | None = None) -> bytes:
-    """JSON for `<root>/battery/<id>/meters/reset`: reset the computed meters of one pack or group."""
-    return _request(now, expiry, id, battery=battery)
-
-
-def setting_request(battery: str, name: str, payload: bytes, *, kind: str, options: tuple[str, ...] = (),
-                    now: float, expiry: float, id: str | None = None) -> bytes:
-    """JSON for `<root>/battery/<id>/settings/set`: `{"settings": {name: value}}`, one setting at a time."""
-    text = payload.decode(errors="replace").strip()
-    value: Any
-    if kind == "number":
+def setting_value(spec: SettingSpec, payload: bytes) -> float | str:
+    """The value HA sent for one setting, checked against the shared spec; CommandError says why not."""
+    text = _text(payload)
+    value: object = text
+    if spec.options is None:
         try:
             value = float(text)
         except ValueError:
-            raise CommandError(f"setting {name}: not a number: {text[:20]!r}") from None
-        if not math.isfinite(value):
-            raise CommandError(f"setting {name}: not a finite number: {text[:20]!r}")
-    else:
-        if options and text not in options:
-            raise CommandError(f"setting {name}: {text[:20]!r} is not one of {list(options)}")
-        value = text
-    return _request(now, expiry, id, battery=battery, settings={name: value})
+            raise CommandError(f"{spec.key}: not a number: {text[:20]!r}") from None
+    try:
+        return spec.validate(value)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def describe(switch: str, value: bool, result: CommandResult | None) -> str:
-    """The text of the "Last command" sensor."""
-    what = f"{switch} {'ON' if value else 'OFF'}"
+def setting_request(battery: str, spec: SettingSpec, payload: bytes, *, now: float, expiry: float,
+                    id: str | None = None) -> SettingsRequest:
+    """`battery/<id>/settings/set`: one setting per HA change."""
+    value = setting_value(spec, payload)
+    try:
+        return SettingsRequest(id=id or new_id(), battery=battery, settings={spec.key: value}, issued=now,
+                               expires=now + expiry, origin=ORIGIN)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def meters_reset(battery: str, payload: bytes, *, now: float, expiry: float, id: str | None = None) -> MetersReset:
+    """`battery/<id>/meters/reset`: reset the computed meters and cycle counters of one pack or group."""
+    text = _text(payload)
+    if text != PRESS:
+        raise CommandError(f"button payload must be {PRESS}, got {text[:20]!r}")
+    try:
+        return MetersReset(id=id or new_id(), battery=battery, issued=now, expires=now + expiry, origin=ORIGIN)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+# --- the text of the "Last command" sensor ---------------------------------------------------------------
+
+def what_switch(switch: str, value: bool) -> str:
+    return f"{switch} {'ON' if value else 'OFF'}"
+
+
+def what_setting(spec: SettingSpec, value: float | str) -> str:
+    shown = f"{value:g}" if isinstance(value, float) else value
+    return f"{spec.name} {shown}{' ' + spec.unit if spec.unit else ''}"
+
+
+WHAT_RESET = "Reset meters"
+
+
+def describe(what: str, result: CommandResult | None) -> str:
+    """`charge OFF: sent`, `SoC charge stop 85 %: ok`, `Reset meters: rejected (expired 1.0 s ago)`."""
     if result is None:
-        return f"{what}: sent"
+        return f"{what}: sent"[:255]
     text = f"{what}: {result.status}"
     if result.reason:
         text += f" ({result.reason})"
     return text[:255]
 
 
-class SettingsState(BusModel):
-    """PROPOSED (not yet in shared/models.py): the settings the aggregator keeps for one pack or group,
-    retained on `<root>/battery/<id>/settings`. The bridge declares a number/select per known key."""
-
-    topic_kind: ClassVar[str] = "settings"
-    id: Id
-    values: dict[str, float | str] = Field(default_factory=dict)
+def describe_refusal(what: str, reason: str) -> str:
+    """A command the bridge did not send: `Max cell voltage 5: refused (max_cell_voltage: 5.0 is outside ...)`."""
+    return f"{what}: refused ({reason})"[:255]

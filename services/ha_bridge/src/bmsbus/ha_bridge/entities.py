@@ -4,15 +4,20 @@ Every numeric sensor's (device_class, state_class) comes from ONE table, `HA_SEN
 catalog's (semantic, kind). There are no name or unit heuristics: a quantity whose (semantic, kind) is not in
 the table is a programming error (tests run every catalog entry through it).
 
-A few entities are not bus quantities but things the bridge derives for HA (discharge-positive power,
-time to empty/full, 1-based cell numbers, link diagnostics, the last command's outcome). They are declared
-here as `QuantitySpec`s of the same shape (`LOCAL`), so they go through the same table.
+A few entities are not bus quantities but things the bridge derives for HA (discharge-positive power, link
+diagnostics, the last command's outcome, the readable active alarms, the charge-control outputs). They are
+declared here as `QuantitySpec`s of the same shape (`LOCAL`), so they go through the same table; a LOCAL key
+never shadows a catalog key. Everything the aggregator computes per pack and group (meters, cell statistics,
+computed cycles, time to go) is a catalog quantity (`STATE_QUANTITIES`), not a special case here.
+
+The number/select entities are the aggregator's runtime settings, `bmsbus.shared.settings.SETTINGS`.
 
 Which entities a device gets is decided by what it declares, never by what happened to be non-null once:
 - a pack (one BMS): `Meta.quantities` and `Meta.switches`; per-cell and per-sensor entities are expanded by
   the counts in the meta or, if the meta has none, by the lengths in the first sample; meters and other
   aggregator values by the keys of the pack's `BatteryState`; RSSI once a link message carried one.
-- a group: the keys of its `BatteryState`.
+- a group: the keys of its `BatteryState`;
+- settings: the keys the aggregator publishes on `battery/<id>/settings`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from bmsbus.shared.models import BatteryState
 from bmsbus.shared.quantities import CATALOG, SAMPLE_QUANTITIES, STATE_QUANTITIES, Category, Kind, QuantitySpec
 from bmsbus.shared.quantities import Semantic as Sem
 from bmsbus.shared.quantities import Shape
+from bmsbus.shared.settings import SETTINGS as SETTING_LIST
+from bmsbus.shared.settings import SettingSpec
 
 # HA-facing state topics (`<root>/ha/<id>/<source>`): one per bus source, so `expire_after` means
 # "this source went quiet" and a chatty link topic cannot keep stale sample values alive.
@@ -79,21 +86,14 @@ LINK_STATES: Final = ("connecting", "connected", "disconnected", "failed")
 LOCAL: Final[dict[str, QuantitySpec]] = {q.key: q for q in (
     _local("power_flow", "W", M, Sem.POWER, "Pack power, positive while DISCHARGING (HA power-flow convention)",
            precision=1),
-    _local("time_to_empty", "s", M, Sem.DURATION, "Time to empty at the present discharge current", precision=0),
-    _local("time_to_full", "s", M, Sem.DURATION, "Time to full at the present charge current", precision=0),
-    _local("cell_min_index", None, S, Sem.INDEX, "Number (1-based) of the lowest cell", precision=0),
-    _local("cell_max_index", None, S, Sem.INDEX, "Number (1-based) of the highest cell", precision=0),
     _local("rssi", "dBm", M, Sem.SIGNAL, "BLE signal strength of the link", precision=0, category=DIAGNOSTIC),
     _local("link_state", None, E, Sem.CODE, "State of the link to the BMS", category=DIAGNOSTIC),
     _local("last_error", None, S, Sem.CODE, "Last link error", category=DIAGNOSTIC),
-    _local("last_command", None, S, Sem.CODE, "Outcome of the last command sent from HA", category=DIAGNOSTIC),
-    # BatteryState fields that are not catalog keys
-    _local("cycles_soc", None, TI, Sem.COUNT, "Cycles counted by the aggregator from SoC swings", precision=2),
-    _local("cycles_throughput", None, T, Sem.COUNT, "Cycles from charge throughput / capacity", precision=2),
-    _local("cell_min_member", None, S, Sem.CODE, "Group: the pack holding the lowest cell", category=DIAGNOSTIC),
-    _local("cell_max_member", None, S, Sem.CODE, "Group: the pack holding the highest cell", category=DIAGNOSTIC),
+    _local("last_command", None, S, Sem.CODE,
+           "Outcome of the last command sent from HA: a switch, a setting or a meter reset (sent, ok, rejected, "
+           "failed, or refused by the bridge with the reason)", category=DIAGNOSTIC),
+    # BatteryState.alarms is a list of ActiveAlarm, not the catalog's `alarms` (a sample's alarm codes).
     _local("active_alarms", None, S, Sem.CODE, "Active alarms (aggregator), readable"),
-    _local("stale_members", None, S, Sem.CODE, "Group: members left out (stale)", category=DIAGNOSTIC),
     # Control (charge control outputs)
     _local("charge_voltage", "V", M, Sem.VOLTAGE, "Charge voltage limit (CVL)", precision=2),
     _local("charge_current", "A", M, Sem.CURRENT, "Charge current limit (CCL)", precision=1),
@@ -124,32 +124,6 @@ BINARY: Final[Mapping[str, tuple[str, str | None, bool]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SettingSpec:
-    """A setting the aggregator keeps (state on battery/<id>/settings, requests on battery/<id>/settings/set)."""
-
-    key: str
-    name: str
-    semantic: Sem | None = None
-    unit: str | None = None
-    min: float = 0
-    max: float = 100
-    step: float = 1
-    options: tuple[str, ...] | None = None  # a select
-
-
-# Proposed to the aggregator (see docs/home-assistant.md); an entity exists only once the aggregator publishes
-# the key on battery/<id>/settings.
-SETTINGS_SPECS: Final[Mapping[str, SettingSpec]] = {s.key: s for s in (
-    SettingSpec("soc_charge_stop", "SoC charge stop", Sem.SOC, "%", 0, 100, 1),
-    SettingSpec("soc_charge_start", "SoC charge start", Sem.SOC, "%", 0, 100, 1),
-    SettingSpec("max_cell_voltage", "Max cell voltage", Sem.VOLTAGE, "V", 2.0, 4.4, 0.005),
-    SettingSpec("float_cell_voltage", "Float cell voltage", Sem.VOLTAGE, "V", 2.0, 4.4, 0.005),
-    SettingSpec("max_charge_current", "Max charge current", Sem.CURRENT, "A", 0, 2000, 1),
-    SettingSpec("max_discharge_current", "Max discharge current", Sem.CURRENT, "A", 0, 2000, 1),
-    SettingSpec("charge_control", "Charge control", options=("auto", "bulk", "float", "off")),
-)}
-
 # People-facing names (HA prefixes them with the device name). Keys not listed get their key in words.
 NAMES: Final[Mapping[str, str]] = {
     "soc": "State of charge", "soh": "State of health", "charge": "Remaining charge", "capacity": "Full capacity",
@@ -174,6 +148,14 @@ DISABLED_BY_DEFAULT: Final = frozenset({"cell_voltages", "cell_resistances", "rs
 
 METER_KEYS: Final = frozenset(q.key for q in STATE_QUANTITIES if q.semantic in (Sem.ENERGY, Sem.CHARGE))
 CELL_STAT_KEYS: Final = ("cell_min", "cell_max", "cell_delta", "cell_avg", "cell_min_index", "cell_max_index")
+# BatteryState keys that only mean something for a group (a pack's state carries them empty or not at all).
+GROUP_ONLY: Final = frozenset({"degraded", "stale_members", "cell_min_member", "cell_max_member"})
+# Aggregator values that are null while they do not apply (time to empty while charging or idle): their entity
+# exists as soon as the state carries the inputs, so it does not come and go with the sign of the current.
+DECLARED_BY_INPUTS: Final[Mapping[str, frozenset[str]]] = {
+    "time_to_empty": frozenset({"current", "charge"}),
+    "time_to_full": frozenset({"current", "charge", "capacity"}),
+}
 
 
 def name_of(key: str) -> str:
@@ -182,6 +164,9 @@ def name_of(key: str) -> str:
 
 def spec_of(key: str) -> QuantitySpec:
     return LOCAL.get(key) or CATALOG[key]
+
+
+assert not LOCAL.keys() & CATALOG.keys(), f"LOCAL shadows catalog keys: {sorted(LOCAL.keys() & CATALOG.keys())}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +225,8 @@ def binary(key: str, source: str, *, expires: bool = True) -> Entity:
 
 
 def setting(spec: SettingSpec) -> Entity:
+    """A number (or a select, for a choice) whose range, step and unit are the shared spec's. Its state is the
+    aggregator's retained `battery/<id>/settings`: never optimistic, so a refused change leaves it unchanged."""
     if spec.options is not None:
         return Entity(key=spec.key, platform="select", name=spec.name, source=SETTINGS, category="config",
                       options=spec.options, expires=False, command=f"select/{spec.key}")
@@ -304,34 +291,31 @@ _ENVELOPE: Final = frozenset({"schema_version", "id", "kind", "ts", "members", "
 
 
 def _state_entities(b: _Builder, keys: Iterable[str], temperatures: int | None, *, group: bool) -> None:
-    """Entities for BatteryState keys, in the model's field order; keys the bridge does not know are ignored."""
+    """Entities for BatteryState keys, in the model's field order, specs from the catalog; keys that are not
+    catalog quantities (envelope, member_temperatures) get none."""
     keys = set(keys)
     for key in BatteryState.model_fields:
-        if key not in keys or key in _ENVELOPE:
+        inputs = DECLARED_BY_INPUTS.get(key)
+        if key in _ENVELOPE or not (key in keys or (inputs is not None and inputs <= keys)):
+            continue
+        if key in GROUP_ONLY and not group:
             continue
         if key == "alarms":  # list[ActiveAlarm], not the sample's alarm codes
             b.add(binary("alarm", STATE), sensor(LOCAL["active_alarms"], source=STATE))
             continue
-        if key in ("degraded", "stale_members"):
-            if group:
-                b.add(binary("degraded", STATE) if key == "degraded" else sensor(LOCAL[key], source=STATE))
+        if key == "degraded":
+            b.add(binary("degraded", STATE))
             continue
-        spec = LOCAL.get(key) or CATALOG.get(key)
+        spec = CATALOG.get(key)
         if spec is None:
             continue
         if spec.shape is Shape.PER_SENSOR:
             if temperatures:
                 b.add(*elements(spec, temperatures, source=STATE))
-            continue
-        if spec.shape is not Shape.SCALAR:
-            continue
-        b.add(sensor(spec, source=STATE))
-        if key == "power":
-            b.add(sensor(LOCAL["power_flow"], source=STATE))
-    if "current" in keys and "charge" in keys:  # derived by the bridge if the aggregator does not send them
-        b.add(sensor(LOCAL["time_to_empty"], source=STATE))
-        if "capacity" in keys:
-            b.add(sensor(LOCAL["time_to_full"], source=STATE))
+        elif spec.shape in (Shape.SCALAR, Shape.LABELS):
+            b.add(sensor(spec, source=STATE))
+            if key == "power":
+                b.add(sensor(LOCAL["power_flow"], source=STATE))
 
 
 def _control_entities(b: _Builder, keys: frozenset[str]) -> None:
@@ -351,7 +335,15 @@ def _control_entities(b: _Builder, keys: frozenset[str]) -> None:
 
 
 def _settings_entities(b: _Builder, keys: Iterable[str]) -> None:
-    b.add(*(setting(SETTINGS_SPECS[k]) for k in SETTINGS_SPECS if k in set(keys)))
+    """A number/select per setting the aggregator publishes, in the shared declaration's order."""
+    keys = set(keys)
+    b.add(*(setting(spec) for spec in SETTING_LIST if spec.key in keys))
+
+
+def _last_command(b: _Builder, *, link_independent: bool) -> None:
+    """The outcome of the last command, for any device HA can control (switches, settings, meter reset)."""
+    if any(e.command for e in b.out):
+        b.add(sensor(LOCAL["last_command"], source=DIAG, expires=False, link_independent=link_independent))
 
 
 def pack_entities(f: PackFacts) -> list[Entity]:
@@ -381,10 +373,6 @@ def pack_entities(f: PackFacts) -> list[Entity]:
             b.add(binary("problem", SAMPLE), sensor(spec, source=SAMPLE))
         elif spec.shape is Shape.MAPPING:  # switches
             b.add(*switch_entities(f.writable_switches, f.readonly_switches))
-    if "current" in q and "charge" in q:
-        b.add(sensor(LOCAL["time_to_empty"], source=SAMPLE))
-        if "capacity" in q or "design_capacity" in q:
-            b.add(sensor(LOCAL["time_to_full"], source=SAMPLE))
     # The aggregator's values for this pack, where the samples did not already give them.
     _state_entities(b, f.state_keys - ({*CELL_STAT_KEYS} if "cell_voltages" in q else set()), None, group=False)
     _control_entities(b, f.control_keys)
@@ -396,8 +384,7 @@ def pack_entities(f: PackFacts) -> list[Entity]:
           sensor(LOCAL["last_error"], source=DIAG, expires=False, link_independent=True))
     if f.rssi:
         b.add(sensor(LOCAL["rssi"], source=DIAG, expires=False, link_independent=True))
-    if f.writable_switches:
-        b.add(sensor(LOCAL["last_command"], source=DIAG, expires=False, link_independent=True))
+    _last_command(b, link_independent=True)
     return b.out
 
 
@@ -409,6 +396,5 @@ def group_entities(f: GroupFacts) -> list[Entity]:
     _settings_entities(b, f.settings)
     if f.state_keys & METER_KEYS:
         b.add(_meter_button())
-    if f.writable_switches:
-        b.add(sensor(LOCAL["last_command"], source=DIAG, expires=False))
+    _last_command(b, link_independent=False)
     return b.out

@@ -1,10 +1,13 @@
 """The HA bridge service: device-based discovery, HA-facing state topics and HA controls.
 
-Listens to the bus (meta, birth, link, sample, cmd/result, battery state) and to HA (its status topic and
-the command topics under `<root>/ha/`), and publishes:
+Listens to the bus (meta, birth, link, sample, cmd/result, battery state, control, settings) and to HA (its
+status topic and the command topics under `<root>/ha/`), and publishes:
 - retained discovery `<prefix>/device/bmsbus_<site>_<id>/config` per pack (BMS) and per group;
-- the flat HA state topics `<root>/ha/<id>/{sample,state,diag}` (not retained; re-sent after HA's birth);
-- Commands on `bms/<id>/cmd`, meter resets and setting requests on `battery/<id>/...`;
+- the flat HA state topics `<root>/ha/<id>/{sample,state,control,settings,diag}` (not retained; re-sent after
+  HA's birth);
+- Commands on `bms/<id>/cmd` (`battery/<id>/cmd` for a group), MetersReset on `battery/<id>/meters/reset` and
+  SettingsRequests on `battery/<id>/settings/set`; the CommandResult of each (for the last two on
+  `battery/<id>/cmd/result`) is shown in the device's "Last command" sensor, as is a command the bridge refuses;
 - its own status `<root>/ha/status` (retained online/offline, last will), part of every entity's availability.
 
 When a device leaves (its discovery is cleared with an empty retained payload):
@@ -30,9 +33,10 @@ from typing import Any
 
 from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
 from bmsbus.shared.config import Config
-from bmsbus.shared.models import (BadMessage, BatteryState, Birth, Command, CommandResult, Control, Link, Meta, Sample,
-                                  dumps, parse)
+from bmsbus.shared.models import (BatteryState, Birth, CommandResult, Control, Link, Meta, Sample, SettingsState,
+                                  dumps)
 from bmsbus.shared.runner import ServiceSpec, add_service_command
+from bmsbus.shared.settings import SETTING_SPECS
 from bmsbus.shared.topics import ID_PATTERN, OFFLINE, ONLINE, Topics
 
 from . import commands as cmds
@@ -66,7 +70,7 @@ class View:
     meta: Meta | None = None
     battery: BatteryState | None = None  # the last battery/<id>/state
     control: Control | None = None  # the last battery/<id>/control
-    settings: cmds.SettingsState | None = None  # the last battery/<id>/settings
+    settings: SettingsState | None = None  # the last battery/<id>/settings
     link: Link | None = None
     switches: dict[str, bool] | None = None  # a pack's switch states in its last sample
     cells: int | None = None
@@ -97,7 +101,7 @@ class HaBridge:
         self.inbox = Inbox(self.topics, "ha_bridge")
         self.views: dict[str, View] = {}
         self.births: dict[str, set[str]] = {}
-        self.pending: OrderedDict[str, tuple[str, Command]] = OrderedDict()
+        self.pending: OrderedDict[str, tuple[str, str]] = OrderedDict()  # command id -> (device, what)
         self.group_names = {g.id: g.name or g.id for g in cfg.aggregator.groups}
         self.bus: Bus | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -116,7 +120,7 @@ class HaBridge:
         await bus.publish(self.ha.status, ONLINE, retain=True)
         t = self.topics
         await bus.subscribe(self.hb.birth_topic, t.all_of("birth"), t.all_of("meta"), t.all_of("link"),
-                            t.all_of("state"), t.all_of("control"), self.settings_topic("+"), t.all_of("sample"),
+                            t.all_of("state"), t.all_of("control"), t.all_of("settings"), t.all_of("sample"),
                             t.all_of("cmd_result"), t.all_of("battery_cmd_result"), self.ha.all_commands())
         self.bus = bus
         try:
@@ -160,10 +164,6 @@ class HaBridge:
         if command is not None:
             await self._on_command(msg, *command)
             return
-        settings_of = self._settings_battery(msg.topic)
-        if settings_of is not None:
-            await self._on_settings(settings_of, msg)
-            return
         ref = self.topics.parse(msg.topic)
         if ref is None:
             return
@@ -180,6 +180,8 @@ class HaBridge:
                 view.battery, view.state_keys = None, frozenset()
             elif ref.kind == "control":
                 view.control, view.control_keys = None, frozenset()
+            elif ref.kind == "settings":
+                view.settings = None
             else:
                 return
             await self._sync(view)
@@ -189,7 +191,7 @@ class HaBridge:
             return
         ref, model = decoded
         own = getattr(model, "bms", None) if isinstance(model, (Sample, Meta, Link)) else getattr(model, "id", None)
-        if isinstance(model, (Sample, Meta, Link, BatteryState, Control)) and own != ref.entity:
+        if isinstance(model, (Sample, Meta, Link, BatteryState, Control, SettingsState)) and own != ref.entity:
             self.inbox.skip(ref.kind, msg.topic, f"message about {own!r} on the topic of {ref.entity!r}")
             return
         if isinstance(model, Sample):
@@ -212,6 +214,8 @@ class HaBridge:
                     await self._sync(view)
         elif isinstance(model, Control):
             await self._on_control(ref.entity, model)
+        elif isinstance(model, SettingsState):
+            await self._on_settings(ref.entity, model)
         elif isinstance(model, CommandResult):
             if ref.kind == "cmd_result" or model.bms == ref.entity:  # a group's own result, not a member's
                 await self._on_result(ref.entity, model)
@@ -259,35 +263,15 @@ class HaBridge:
         view = self._view(id, c.kind)
         view.control = c
         view.control_keys = view.control_keys | {k for k, v in c.model_dump().items() if v is not None}
-        await self._sync(view)
-        await self._publish_state(view, CONTROL, control_values(c))
+        if not await self._sync(view):
+            await self._publish_state(view, CONTROL, control_values(c))
 
-    def settings_topic(self, battery: str) -> str:
-        return f"{self.topics.root}/battery/{battery}/settings"
-
-    def _settings_battery(self, topic: str) -> str | None:
-        head = f"{self.topics.root}/battery/"
-        if topic.startswith(head) and topic.endswith("/settings"):
-            id = topic[len(head):-len("/settings")]
-            return id if ID_PATTERN.match(id) else None
-        return None
-
-    async def _on_settings(self, id: str, msg: Message) -> None:
-        view = self.views.get(id)
-        if not msg.payload:
-            if view is not None and view.settings is not None:
-                view.settings = None
-                await self._sync(view)
-            return
-        try:
-            settings = parse(cmds.SettingsState, msg.payload)
-        except BadMessage as exc:
-            self.inbox.skip("settings", msg.topic, str(exc))
-            return
-        view = self._view(id, "pack" if view is None or view.kind == "pack" else "group")
-        view.settings = settings  # type: ignore[assignment]
-        await self._sync(view)
-        await self._publish_state(view, SETTINGS, dict(settings.values))  # type: ignore[attr-defined]
+    async def _on_settings(self, id: str, settings: SettingsState) -> None:
+        """The aggregator's settings: they decide which numbers/selects exist and are their state."""
+        view = self._view(id, settings.kind)
+        view.settings = settings
+        if not await self._sync(view):
+            await self._publish_state(view, SETTINGS, dict(settings.values))
 
     async def _on_battery(self, id: str, st: BatteryState) -> None:
         view = self._view(id, st.kind)
@@ -304,21 +288,37 @@ class HaBridge:
         view.link = link
         if link.rssi is not None:
             view.rssi = True
-        await self._sync(view)
-        await self._publish_diag(view)
+        if not await self._sync(view):
+            await self._publish_diag(view)
 
     async def _on_result(self, bms: str, result: CommandResult) -> None:
-        pending = self.pending.pop(result.id, None)
-        if pending is None:
-            return  # not one of ours
-        _, command = pending
+        pending = self.pending.get(result.id)
+        if pending is None or pending[0] != bms:
+            return  # not one of ours (or another device's)
+        del self.pending[result.id]
+        _, what = pending
         view = self.views.get(bms)
         if result.status != "ok":
-            log.warning("command %s on %s (%s=%s) %s: %s", result.id, bms, command.switch, command.value,
-                        result.status, result.reason or "")
+            log.warning("command %s on %s (%s) %s: %s", result.id, bms, what, result.status, result.reason or "")
         if view is not None:
-            view.last_command = cmds.describe(command.switch, command.value, result)
+            view.last_command = cmds.describe(what, result)
             await self._publish_diag(view)
+
+    async def _send(self, view: View, topic: str, model: Any, what: str) -> None:
+        """Publish a translated command, remember it for its result and show it as sent."""
+        self.pending[model.id] = (view.id, what)
+        while len(self.pending) > self.MAX_PENDING:
+            self.pending.popitem(last=False)
+        await self._publish(topic, model.to_json())
+        log.info("HA: %s %s (command %s)", view.id, what, model.id)
+        view.last_command = cmds.describe(what, None)
+        await self._publish_diag(view)
+
+    async def _refuse(self, view: View, topic: str, what: str, reason: str) -> None:
+        """A command HA sent that the bridge will not put on the bus: counted, logged and shown in HA."""
+        self.inbox.skip("ha_command", topic, f"{what}: {reason}")
+        view.last_command = cmds.describe_refusal(what, reason)
+        await self._publish_diag(view)
 
     async def _on_command(self, msg: Message, device: str, platform: str, name: str) -> None:
         if msg.retain:
@@ -328,39 +328,38 @@ class HaBridge:
         if view is None or view.config is None:
             self.inbox.skip("ha_command", msg.topic, f"no such HA device {device!r}")
             return
-        keys = {e.key: e for e in view.entities}
+        entity = next((e for e in view.entities if e.command == f"{platform}/{name}"), None)
+        if entity is None:
+            self.inbox.skip("ha_command", msg.topic, f"{device} has no {platform} {name!r}")
+            return
         now = time.time()
         expiry = self.hb.command_expiry
-        try:
-            if platform == "switch" and f"switch_{name}" in keys and keys[f"switch_{name}"].platform == "switch":
+        t = self.topics
+        if platform == "switch":
+            try:
                 command = cmds.switch_command(name, msg.payload, now=now, expiry=expiry)
-                self.pending[command.id] = (device, command)
-                while len(self.pending) > self.MAX_PENDING:
-                    self.pending.popitem(last=False)
-                target = self.topics.bms_cmd(device) if view.kind == "pack" else self.topics.battery_cmd(device)
-                await self._publish(target, command.to_json())
-                log.info("HA: %s %s=%s (command %s)", device, name, "ON" if command.value else "OFF", command.id)
-                view.last_command = cmds.describe(name, command.value, None)
-                await self._publish_diag(view)
-            elif platform == "button" and name == "reset_meters" and "reset_meters" in keys:
-                await self._publish(self.meters_reset_topic(device),
-                                    cmds.reset_meters_request(device, now=now, expiry=expiry))
-                log.info("HA: reset meters of %s", device)
-            elif platform in ("number", "select") and name in keys:
-                e = keys[name]
-                await self._publish(self.settings_set_topic(device),
-                                    cmds.setting_request(device, name, msg.payload, kind=platform,
-                                                         options=e.options or (), now=now, expiry=expiry))
-            else:
-                self.inbox.skip("ha_command", msg.topic, f"{device} has no {platform} {name!r}")
-        except cmds.CommandError as exc:
-            self.inbox.skip("ha_command", msg.topic, str(exc))
-
-    def meters_reset_topic(self, battery: str) -> str:
-        return f"{self.topics.root}/battery/{battery}/meters/reset"
-
-    def settings_set_topic(self, battery: str) -> str:
-        return f"{self.topics.root}/battery/{battery}/settings/set"
+            except cmds.CommandError as exc:
+                await self._refuse(view, msg.topic, name, str(exc))
+                return
+            target = t.bms_cmd(device) if view.kind == "pack" else t.battery_cmd(device)
+            await self._send(view, target, command, cmds.what_switch(name, command.value))
+        elif platform == "button":  # reset_meters, the only button
+            try:
+                reset = cmds.meters_reset(device, msg.payload, now=now, expiry=expiry)
+            except cmds.CommandError as exc:
+                await self._refuse(view, msg.topic, cmds.WHAT_RESET, str(exc))
+                return
+            await self._send(view, t.battery_meters_reset(device), reset, cmds.WHAT_RESET)
+        else:  # number / select: a setting
+            spec = SETTING_SPECS[name]
+            try:
+                request = cmds.setting_request(device, spec, msg.payload, now=now, expiry=expiry)
+            except cmds.CommandError as exc:
+                shown = msg.payload.decode(errors="replace").strip()[:20]
+                await self._refuse(view, msg.topic, f"{spec.name} {shown}", str(exc))
+                return
+            await self._send(view, t.battery_settings_set(device), request,
+                             cmds.what_setting(spec, request.settings[name]))  # type: ignore[arg-type]
 
     # --- discovery -------------------------------------------------------------------------------
 
@@ -373,7 +372,7 @@ class HaBridge:
         return listed is None or view.id in listed
 
     def _facts(self, view: View) -> PackFacts | GroupFacts:
-        settings = tuple(view.settings.values) if view.settings is not None else ()  # type: ignore[attr-defined]
+        settings = tuple(k for k in view.settings.values if k in SETTING_SPECS) if view.settings is not None else ()
         if view.kind == "group":
             return GroupFacts(state_keys=view.state_keys, temperatures=view.group_temperatures,
                               control_keys=view.control_keys, settings=settings,
@@ -421,28 +420,38 @@ class HaBridge:
         return bool(serial) and not any(v is not view and v.meta and v.meta.serial == serial
                                         for v in self.views.values())
 
-    async def _sync(self, view: View) -> None:
-        """Make the retained discovery of one device match what we know (publish, update or clear)."""
+    async def _sync(self, view: View) -> bool:
+        """Make the retained discovery of one device match what we know (publish, update or clear). True when a
+        new config went out, followed by the states the bridge keeps (settings, control, diag)."""
         if not self._present(view):
             if view.config is not None:
                 log.info("HA device %s left; clearing its discovery", view.id)
                 await self._publish(self.ha.config(view.id), b"", retain=True)
                 view.config, view.facts, view.entities = None, None, []
-            return
+            return False
         facts = self._facts(view)
         if facts == view.facts and view.config is not None:
-            return
+            return False
         view.facts = facts
         view.entities = pack_entities(facts) if isinstance(facts, PackFacts) else group_entities(facts)
         config = self.build_config(view)
         if config == view.config:
-            return
+            return False
         if view.config is not None:
             removed = {k: c["platform"] for k, c in view.config["components"].items() if k not in config["components"]}
             if removed:  # HA's two steps: the component reduced to its platform, then the config without it
                 await self._publish(self.ha.config(view.id), dumps(without(config, removed)), retain=True)
         await self._publish_config(view, config)
         log.info("HA device %s: discovery with %d entities", view.id, len(config["components"]))
+        # Retained, rarely changing sources may have arrived before their entities existed (a group's settings
+        # before its first state): HA would show them unknown until the next change. Samples and battery states
+        # come every few seconds and are not kept.
+        if view.settings is not None:
+            await self._publish_state(view, SETTINGS, dict(view.settings.values))
+        if view.control is not None:
+            await self._publish_state(view, CONTROL, control_values(view.control))
+        await self._publish_diag(view)
+        return True
 
     async def _publish_config(self, view: View, config: dict[str, Any]) -> None:
         view.config = config
@@ -460,6 +469,8 @@ class HaBridge:
     async def _publish_diag(self, view: View) -> None:
         if view.kind == "pack" and view.link is None:
             return  # link_state is an enum: never publish it without a value
+        if not any(e.source == DIAG for e in view.entities):
+            return
         await self._publish_state(view, DIAG, diag_values(view.link, view.last_command))
 
     async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:

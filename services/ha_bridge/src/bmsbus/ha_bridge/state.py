@@ -2,8 +2,9 @@
 
 Why the bridge republishes instead of pointing HA's value templates at the bus topics:
 - every value template is the same trivial `{{ value_json.<key> }}`; derived values (discharge-positive
-  power, time to empty/full, per-cell expansion, 1-based cell numbers, ON/OFF, problem flag) are computed
-  here in Python, unit-tested, instead of in Jinja nobody can test without a running HA;
+  power, per-cell expansion, 1-based cell numbers, ON/OFF, problem flag) are computed here in Python,
+  unit-tested, instead of in Jinja nobody can test without a running HA; values the aggregator computes
+  (meters, cycles, time to empty/full) are passed through, never computed a second time here;
 - every key an entity reads is always present: an absent value is `null`, which renders as `None` and HA
   shows "unknown" (no template warnings for keys a particular sample lacks);
 - the HA-facing schema is decoupled from the bus schema: bus fields can evolve without breaking templates.
@@ -21,20 +22,6 @@ from typing import Any
 from bmsbus.shared.models import BatteryState, Control, Link, Sample
 
 from .entities import Entity
-
-MIN_CURRENT = 0.05  # A; below this a time to empty/full is meaningless (the aggregator uses the same)
-
-
-def _time_to_go(current: float | None, charge: float | None,
-                capacity: float | None) -> tuple[float | None, float | None]:
-    if current is None or charge is None or abs(current) < MIN_CURRENT:
-        return None, None
-    if current < 0:
-        return max(0.0, charge / -current * 3600.0), None
-    if not capacity or capacity <= 0:
-        return None, None
-    return None, max(0.0, (capacity - charge) / current * 3600.0)
-
 
 def _on(v: bool | None) -> str | None:
     return None if v is None else ("ON" if v else "OFF")
@@ -62,7 +49,6 @@ def sample_values(s: Sample) -> dict[str, Any]:
         s.voltage * s.current if s.voltage is not None and s.current is not None else None)
     if power is not None:
         v["power_flow"] = -power
-    v["time_to_empty"], v["time_to_full"] = _time_to_go(s.current, s.charge, s.capacity or s.design_capacity)
     v.update(_cells("cell_voltages", s.cell_voltages))
     v.update(_cells("cell_resistances", s.cell_resistances))
     v.update(_cells("temperatures", s.temperatures))
@@ -92,9 +78,6 @@ def state_values(st: BatteryState) -> dict[str, Any]:
         if isinstance(v.get(k), int):
             v[k] += 1  # 0-based on the bus, 1-based for people
     v.update(_cells("temperatures", st.temperatures))
-    tte, ttf = _time_to_go(st.current, st.charge, st.capacity)
-    v.setdefault("time_to_empty", tte)
-    v.setdefault("time_to_full", ttf)
     return v
 
 

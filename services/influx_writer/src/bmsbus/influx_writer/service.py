@@ -6,7 +6,7 @@ Points are derived from the quantity catalog: nothing here names a BMS field by 
     bms      tags site, bms      fields: every scalar sample quantity; temperatures_<n>; switch_<name> (0/1);
                                   alarm_count, balancing_count
     cells    tags site, bms      fields: cell_voltages_<nnn>, cell_resistances_<nnn> (wide: one series per pack)
-    battery  tags site, battery, kind   fields: every numeric BatteryState quantity
+    battery  tags site, battery, kind   fields: every numeric scalar catalog quantity of BatteryState; stale (0/1)
 
 Field types never change: numbers are always floats, switches always integers.
 Writes are batched; a failed batch is retried with backoff and kept (bounded queue, oldest dropped
@@ -20,10 +20,12 @@ import asyncio
 import logging
 from collections import deque
 from itertools import islice
+from typing import Final
+
 from bmsbus.shared.bus import Backoff, Bus, Inbox, run_connected
 from bmsbus.shared.config import Config
 from bmsbus.shared.models import BatteryState, Sample
-from bmsbus.shared.quantities import SAMPLE_QUANTITIES, STATE_QUANTITIES, Shape
+from bmsbus.shared.quantities import CATALOG, SAMPLE_QUANTITIES, Shape
 from bmsbus.shared.runner import ServiceSpec, add_service_command
 from bmsbus.shared.topics import Topics
 
@@ -73,13 +75,20 @@ def sample_lines(sample: Sample, site: str, prefix: str = "") -> list[str]:
                               _line(f"{prefix}cells", tags, cells, sample.ts)) if line]
 
 
+# The BatteryState fields that are scalar catalog quantities (sample keys such as voltage or cycles, and the
+# aggregator's own: meters, cell statistics, computed cycles, time to go), in the model's order.
+STATE_FIELDS: Final[tuple[str, ...]] = tuple(
+    k for k in BatteryState.model_fields if k in CATALOG and CATALOG[k].shape is Shape.SCALAR)
+
+
 def state_lines(state: BatteryState, site: str, prefix: str = "") -> list[str]:
+    """Line protocol for one battery state: every numeric scalar catalog quantity it carries (text ones such as
+    cell_min_member are left out)."""
     if state.ts is None:
         return []
     data = state.model_dump(exclude_none=True)
     fields: dict[str, float | int] = {}
-    for key in ("voltage", "current", "power", "soc", "soh", "charge", "capacity",
-                *(q.key for q in STATE_QUANTITIES)):
+    for key in STATE_FIELDS:
         v = data.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             fields[key] = float(v)
