@@ -118,3 +118,17 @@ def test_a_member_silent_mid_trace_stops_holding_the_group_after_timeout() -> No
     # goes on with a alone after b's last point: 10 -> 11 spans 150 -> 100 W, then 100 W.
     expected = 150 * 10 + (150 + 100) / 2 + 100 * (99 - 11)
     assert close(g.energy_in_kwh, expected / KWH)
+
+
+def test_group_cycles_keep_growing_when_a_member_goes_stale_or_changes_capacity() -> None:
+    eng = engine(timeout=30.0)
+    seen = []
+    for i in range(200):
+        soc = 50.0 + 10.0 * ((i // 10) % 2)  # a square wave: 10 % steps
+        eng.on_sample(sample("a", T0 + i, i, current=1.0, capacity=100.0 if i < 120 else 60.0, soc=soc), T0 + i)
+        if i < 60:
+            eng.on_sample(sample("b", T0 + i, i, current=1.0, capacity=300.0, soc=2 * soc - 50.0), T0 + i)
+        eng.tick(T0 + i)
+        seen.append(eng.state("g", now=T0 + i).cycles_soc or 0.0)
+    assert seen[-1] > seen[100] > 0
+    assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), "group cycles went down"

@@ -212,3 +212,16 @@ def test_any_input_never_breaks_the_engine(events) -> None:
     again.load(json.loads(json.dumps(eng.dump(), allow_nan=False)))
     assert {i: again.state(i, T0).model_dump() for i in again.ids()} == \
         {i: eng.state(i, T0).model_dump() for i in eng.ids()}
+
+
+def test_throughput_cycles_never_fall_when_the_bms_relearns_its_capacity() -> None:
+    """Each interval counts against the capacity of its time: 1 Ah at 100 Ah and 1 Ah at 50 Ah are
+    0.005 + 0.01 cycles; the total is not re-divided by today's capacity (which would make it fall)."""
+    m = Meters(60.0)
+    seen = []
+    for i in range(7201):
+        capacity = 100.0 if i <= 3600 else 50.0
+        m.add(Point(float(i), None, -1.0, None, capacity))
+        seen.append(m.readings()["cycles_throughput"])
+    assert all(b >= a for a, b in zip(seen, seen[1:], strict=False))
+    assert close(seen[-1], 1.0 / 2 / 100.0 + 1.0 / 2 / 50.0)

@@ -14,10 +14,12 @@ clock), and it is then left out after its last point. A member
 with a gap longer than dt_max around that time has no value there, so the group has none either, and
 the group interval spans the hole like any missing value (or is not bridged, if longer than dt_max).
 
-Group cycles (`cycles_soc`) are the capacity-weighted mean of the members' SoC cycles, counted by the group
-itself from the points each member commits (the same points, in the same order, as the member's own
-counter, so the two agree), so that resetting the group's meters does not touch the packs and resetting a
-pack does not touch its groups.
+Group cycles (`cycles_soc`) weigh each member's SoC cycles by its share of the group's capacity: every
+step a member's counter takes (counted by the group itself from the points the member commits, the same
+points in the same order as the member's own counter) adds step × capacity / group capacity at that time.
+Accumulating steps, rather than re-weighting totals, keeps the counter growing when a member goes stale or
+a BMS re-learns its capacity. Resetting the group's meters does not touch the packs and resetting a pack
+does not touch its groups.
 
 Pure: no clock, no I/O.
 """
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .meters import Meters, Point, SocCycles, time_to_go
+from .meters import Meters, Point, SocCycles, Sum, time_to_go
 from .pack import Pack, sample_charge, sample_point
 
 MAX_PENDING_TIMES = 100_000
@@ -55,7 +57,7 @@ def interpolate(history: Sequence[Point], t: float, dt_max: float) -> Point | No
     def lerp(x: float | None, y: float | None) -> float | None:
         return None if x is None or y is None else x + (y - x) * f
 
-    return Point(t, lerp(a.power, b.power), lerp(a.current, b.current), lerp(a.soc, b.soc))
+    return Point(t, lerp(a.power, b.power), lerp(a.current, b.current), lerp(a.soc, b.soc), b.capacity or a.capacity)
 
 
 def _sum(xs: Iterable[float | None]) -> float | None:
@@ -72,9 +74,11 @@ def _mean(xs: Iterable[float | None]) -> float | None:
 
 def combine_points(topology: str, t: float, points: Sequence[Point]) -> Point:
     if topology == "series":
-        # One current flows through every member; powers add.
-        return Point(t, _sum(p.power for p in points), _mean(p.current for p in points), None)
-    return Point(t, _sum(p.power for p in points), _sum(p.current for p in points), None)
+        # One current flows through every member; powers add; the weakest member's Ah is the string's.
+        return Point(t, _sum(p.power for p in points), _mean(p.current for p in points), None,
+                     _min(p.capacity for p in points))
+    return Point(t, _sum(p.power for p in points), _sum(p.current for p in points), None,
+                 _sum(p.capacity for p in points))
 
 
 @dataclass(slots=True)
@@ -90,6 +94,7 @@ class Group:
     first_ts: float | None = None  # the first time any member gave us: a member never heard of is awaited
                                    # until `timeout` after it, then left out
     member_cycles: dict[str, SocCycles] = field(default_factory=dict)  # SoC cycles of each member, as counted here
+    cycles_soc: Sum = field(default_factory=Sum)  # capacity-weighted steps of the members' counters
 
     @classmethod
     def new(cls, id: str, name: str, members: list[str], topology: str, dt_max: float, timeout: float) -> Group:
@@ -106,8 +111,12 @@ class Group:
                 # the member's own count, which already includes these points.
                 self.member_cycles[member] = packs[member].meters.cycles.copy()
             else:
+                share = self._capacity_share(member, packs)
                 for p in points:
+                    before = cycles.value
                     cycles.add(p.soc)
+                    if share is not None and cycles.value > before:
+                        self.cycles_soc.add((cycles.value - before) * share)
         for p in points:
             if self.first_ts is None or p.ts < self.first_ts:
                 self.first_ts = p.ts
@@ -119,6 +128,13 @@ class Group:
         if len(self.times) > MAX_PENDING_TIMES:
             del self.times[: len(self.times) - MAX_PENDING_TIMES]
         self._advance(packs)
+
+    def _capacity_share(self, member: str, packs: Mapping[str, Pack]) -> float | None:
+        """member capacity / sum of the members' capacities (last known, stale or not); None if unknown."""
+        caps = {m: packs[m].capacity for m in self.members if m in packs}
+        own = caps.get(member)
+        total = sum(c for c in caps.values() if c)
+        return own / total if own and total else None
 
     def _advance(self, packs: Mapping[str, Pack]) -> None:
         lasts: dict[str, float | None] = {}
@@ -168,6 +184,7 @@ class Group:
             else:
                 live.append(p)
         out: dict[str, Any] = dict(self.meters.readings())
+        out["cycles_soc"] = self.cycles_soc.value  # a group cycle is every pack cycling once
         out.update(ts=self.evaluated_ts, members=list(self.members), stale_members=stale,
                    degraded=bool(stale), stale=not live)
         if not live:
@@ -203,20 +220,14 @@ class Group:
         mos = [p.live.mos_temperature for p in live if p.live and p.live.mos_temperature is not None]
         if mos:
             out["mos_temperature"] = max(mos)
-        # Cycles: capacity-weighted mean of the members' (a group cycle is every pack cycling once).
-        weights = [(self.member_cycles[p.id].value if p.id in self.member_cycles else p.meters.cycles.value, c)
-                   for p, c in zip(live, caps, strict=True) if c]
-        if weights:
-            out["cycles_soc"] = sum(v * c for v, c in weights) / sum(c for _, c in weights)
         cap = out.get("capacity")
-        if cap:
-            out["cycles_throughput"] = (out["charge_in_ah"] + out["charge_out_ah"]) / 2.0 / cap
         out["time_to_empty"], out["time_to_full"] = time_to_go(out.get("current"), out.get("charge"), cap)
         return out
 
     def reset_meters(self, packs: Mapping[str, Pack]) -> None:
         """Energy, charge and cycles of the group to zero (the members' own meters are untouched)."""
         self.meters.reset()
+        self.cycles_soc = Sum()
         for m in self.members:
             if m in packs:
                 cycles = self.member_cycles.setdefault(m, packs[m].meters.cycles.copy())
@@ -225,7 +236,8 @@ class Group:
     # -- persistence
     def dump(self) -> dict[str, Any]:
         return {"meters": self.meters.dump(), "evaluated_ts": self.evaluated_ts, "times": self.times,
-                "first_ts": self.first_ts, "member_cycles": {m: c.dump() for m, c in self.member_cycles.items()}}
+                "first_ts": self.first_ts, "member_cycles": {m: c.dump() for m, c in self.member_cycles.items()},
+                "cycles_soc": self.cycles_soc.dump()}
 
     def restore(self, d: dict[str, Any]) -> None:
         self.meters = Meters.load(d["meters"], self.meters.dt_max)
@@ -234,6 +246,7 @@ class Group:
         self.first_ts = d.get("first_ts")
         self.member_cycles = {m: SocCycles.load(c) for m, c in d.get("member_cycles", {}).items()
                               if m in self.members}
+        self.cycles_soc = Sum.load(d.get("cycles_soc", [0.0, 0.0]))
 
 
 def _min(xs: Iterable[float | None]) -> float | None:

@@ -161,9 +161,10 @@ class Point:
     power: float | None
     current: float | None
     soc: float | None = None
+    capacity: float | None = None  # Ah: what a charge throughput of one cycle is, at this point
 
     def dump(self) -> list[Any]:
-        return [self.ts, self.power, self.current, self.soc]
+        return [self.ts, self.power, self.current, self.soc, self.capacity]
 
     @classmethod
     def load(cls, d: list[Any]) -> Point:
@@ -178,16 +179,28 @@ class Meters:
     energy: Integral = field(default_factory=Integral)
     charge: Integral = field(default_factory=Integral)
     cycles: SocCycles = field(default_factory=SocCycles)
+    # Throughput cycles accumulate each interval's (in + out) / 2 / capacity at that time, rather than
+    # dividing the totals by today's capacity: a BMS re-learning its capacity must not make a counter that
+    # HA treats as total_increasing go down.
+    throughput_cycles: Sum = field(default_factory=Sum)
+    last_capacity: float | None = None
 
     def add(self, p: Point) -> None:
         self.energy.add(p.ts, p.power, self.dt_max)
+        before = self.charge.inflow.value + self.charge.outflow.value
         self.charge.add(p.ts, p.current, self.dt_max)
         self.cycles.add(p.soc)
+        if p.capacity is not None and math.isfinite(p.capacity) and p.capacity > 0:
+            self.last_capacity = p.capacity
+        moved = self.charge.inflow.value + self.charge.outflow.value - before
+        if moved > 0 and self.last_capacity:
+            self.throughput_cycles.add(moved / AS_PER_AH / 2.0 / self.last_capacity)
 
     def reset(self) -> None:
         self.energy.reset()
         self.charge.reset()
         self.cycles.reset()
+        self.throughput_cycles = Sum()
 
     def readings(self) -> dict[str, float]:
         return {
@@ -198,14 +211,17 @@ class Meters:
             "charge_out_ah": self.charge.outflow.value / AS_PER_AH,
             "charge_net_ah": self.charge.net / AS_PER_AH,
             "cycles_soc": self.cycles.value,
+            "cycles_throughput": self.throughput_cycles.value,
         }
 
     def dump(self) -> dict[str, Any]:
-        return {"energy": self.energy.dump(), "charge": self.charge.dump(), "cycles": self.cycles.dump()}
+        return {"energy": self.energy.dump(), "charge": self.charge.dump(), "cycles": self.cycles.dump(),
+                "throughput_cycles": self.throughput_cycles.dump(), "last_capacity": self.last_capacity}
 
     @classmethod
     def load(cls, d: dict[str, Any], dt_max: float) -> Meters:
-        return cls(dt_max, Integral.load(d["energy"]), Integral.load(d["charge"]), SocCycles.load(d["cycles"]))
+        return cls(dt_max, Integral.load(d["energy"]), Integral.load(d["charge"]), SocCycles.load(d["cycles"]),
+                   Sum.load(d.get("throughput_cycles", [0.0, 0.0])), d.get("last_capacity"))
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ def sample_point(s: Sample) -> Point:
     power = s.power
     if power is None and s.voltage is not None and s.current is not None:
         power = s.voltage * s.current
-    return Point(s.ts, power, s.current, s.soc)
+    return Point(s.ts, power, s.current, s.soc, s.capacity or s.design_capacity)
 
 
 def sample_charge(s: Sample) -> float | None:
@@ -96,9 +96,6 @@ class Pack:
             out.update(cell_min=c.min, cell_max=c.max, cell_delta=c.delta, cell_avg=c.avg,
                        cell_min_index=c.min_index, cell_max_index=c.max_index)
         cap = self.capacity
-        if cap:
-            m = self.meters.readings()
-            out["cycles_throughput"] = (m["charge_in_ah"] + m["charge_out_ah"]) / 2.0 / cap
         out["time_to_empty"], out["time_to_full"] = time_to_go(s.current, out["charge"], cap)
         return out
 
