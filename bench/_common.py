@@ -2,7 +2,8 @@
 
 Generic over REGISTRY: each protocol's own driver talks to its own emulator over an EmulatedLink (open() and a
 couple of read()s) and every chunk the emulator sent is recorded with the driver's `on_chunk` hook. New
-families plug in without changes here.
+families plug in without changes here; a protocol whose driver also speaks a wire variant its registered
+emulator does not (daly2's p81) lists the variant's emulator in VARIANT_EMULATORS, and its chunks are added.
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from bmsbus.collector.driver import DriverOptions, ProtocolEntry
-from bmsbus.collector.emulation.base import make_pack
+from bmsbus.collector.emulation.base import PackState, make_pack
 from bmsbus.collector.links.emulated import EmulatedLink
 from bmsbus.collector.protocols import REGISTRY
+from bmsbus.collector.protocols.daly.emulator import DalyP81Emulator
+
+# Wire variants a driver detects by itself but the registry's emulator does not speak.
+VARIANT_EMULATORS: dict[str, tuple[Callable[[PackState], Any], ...]] = {
+    "daly2": (DalyP81Emulator,),
+}
 
 
 @dataclass
@@ -59,7 +68,11 @@ def capture_seeds(names: list[str] | None = None, reads: int = 2, timeout: float
     async def run() -> dict[str, Seeds]:
         out = {}
         for name in wanted:
-            out[name] = await _capture(REGISTRY[name], reads, timeout)
+            out[name] = seeds = await _capture(REGISTRY[name], reads, timeout)
+            for variant in VARIANT_EMULATORS.get(name, ()):
+                more = await _capture(replace(REGISTRY[name], emulator=variant), reads, timeout)
+                seeds.chunks += more.chunks
+                seeds.error = seeds.error or more.error
         return out
 
     logging.getLogger("bench.seeds").setLevel(logging.CRITICAL)

@@ -14,6 +14,10 @@ the radio. Three kinds of process, each started in the test's temp dir and stopp
   one of OUR emulators (`--protocol jk` -> protocols.REGISTRY["jk"].emulator) or by `echo`. Writes go to
   `emulator.receive()`, its frames come back as 20-byte notifications (PropertiesChanged on Value),
   `emulator.tick()` runs every second. Control lines on stdin: `stats` (prints a JSON line), `quit`.
+  An emulator that declares a GATT table (`SERVICE`, `GATT` = ((uuid, flags), ...), the Victron shunt)
+  is served characteristic by characteristic instead: ReadValue of a characteristic = `receive(tag)`,
+  WriteValue = `receive(tag + value)` (tag = the UUID's 4-byte prefix), and every tagged frame the
+  emulator emits becomes a notification of the characteristic its tag names.
 
 BlueZoo gives every device RSSI 0 and an MTU of 23; manufacturer data is not carried (its
 LEAdvertisement signature differs from BlueZ's), so scan tests match on names and service UUIDs.
@@ -166,6 +170,7 @@ class Peripheral:
     split: bool = False  # two characteristics with the same UUID: write-only + notify-only (newer JK modules)
     gatt_delay: float = 0.0  # register the GATT application this long after advertising (empty GATT at first)
     cells: int = 16
+    current: float = 0.0  # A (+ = charging) of the emulated pack
     proc: subprocess.Popen[str] | None = None
 
     @property
@@ -175,7 +180,8 @@ class Peripheral:
     def start(self) -> Peripheral:
         args = [sys.executable, str(HERE), "peripheral", "--adapter", f"hci{self.adapter}", "--name", self.name,
                 "--protocol", self.protocol, "--service", self.service, "--notify", self.notify,
-                "--write", self.write, "--gatt-delay", str(self.gatt_delay), "--cells", str(self.cells)]
+                "--write", self.write, "--gatt-delay", str(self.gatt_delay), "--cells", str(self.cells),
+                "--current", str(self.current)]
         if self.split:
             args.append("--split")
         self.log = self.stack.workdir / f"peripheral-hci{self.adapter}.log"
@@ -351,6 +357,7 @@ def _peripheral_main(argv: list[str]) -> None:
     p.add_argument("--split", action="store_true")
     p.add_argument("--gatt-delay", type=float, default=0.0)
     p.add_argument("--cells", type=int, default=16)
+    p.add_argument("--current", type=float, default=0.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("peripheral")
@@ -373,20 +380,21 @@ def _peripheral_main(argv: list[str]) -> None:
             return True
 
     class Characteristic(DbusInterfaceCommonAsync, interface_name="org.bluez.GattCharacteristic1"):
-        def __init__(self, uuid: str, service: str, flags: list[str], on_write) -> None:  # noqa: ANN001
+        def __init__(self, uuid: str, service: str, flags: list[str], on_write, on_read=None) -> None:  # noqa: ANN001
             super().__init__()
             self._uuid, self._service, self._flags, self._on_write = uuid, service, flags, on_write
+            self._on_read = on_read
             self._value = b""
             self.subscribers = 0
 
         @dbus_method_async(input_signature="a{sv}", result_signature="ay", flags=sdbus.DbusUnprivilegedFlag)
         async def ReadValue(self, options: dict) -> bytes:
-            return self._value
+            return self._value if self._on_read is None else self._on_read(self)
 
         @dbus_method_async(input_signature="aya{sv}", result_signature="", flags=sdbus.DbusUnprivilegedFlag)
         async def WriteValue(self, value: bytes, options: dict) -> None:
             kind = options.get("type", ("s", "?"))[1]
-            self._on_write(bytes(value), kind)
+            self._on_write(bytes(value), kind) if self._on_read is None else self._on_write(self, bytes(value), kind)
 
         @dbus_method_async(flags=sdbus.DbusUnprivilegedFlag)
         async def StartNotify(self) -> None:
@@ -462,10 +470,31 @@ def _peripheral_main(argv: list[str]) -> None:
 
         entry = protocols.get(args.protocol)
         assert entry.emulator is not None, f"{args.protocol} has no emulator"
-        emulator = entry.emulator(make_pack(cells=args.cells, name=args.name, seed=7))
+        pack = make_pack(cells=args.cells, name=args.name, seed=7)
+        pack.current = args.current
+        emulator = entry.emulator(pack)
 
-    stats: dict[str, object] = {"writes": [], "notified_bytes": 0}
+    stats: dict[str, object] = {"writes": [], "notified_bytes": 0, "reads": []}
     notify_queue: asyncio.Queue[bytes] = asyncio.Queue()
+    gatt_table = getattr(emulator, "GATT", None)  # a characteristic-by-characteristic device (Victron)
+    by_tag: dict[bytes, Characteristic] = {}
+
+    def tag_of(uuid: str) -> bytes:
+        return bytes.fromhex(uuid128(uuid)[:8])
+
+    def on_char_read(ch: Characteristic) -> bytes:
+        stats["reads"].append(ch._uuid)  # type: ignore[union-attr]
+        tag = tag_of(ch._uuid)
+        for frame in emulator.receive(tag):  # type: ignore[union-attr]
+            if frame[:4] == tag:
+                return frame[4:]
+            notify_queue.put_nowait(frame)
+        return b""
+
+    def on_char_write(ch: Characteristic, data: bytes, kind: str) -> None:
+        stats["writes"].append([data.hex(), kind, ch._uuid])  # type: ignore[union-attr]
+        for frame in emulator.receive(tag_of(ch._uuid) + data):  # type: ignore[union-attr]
+            notify_queue.put_nowait(frame)
 
     def on_write(data: bytes, kind: str) -> None:
         stats["writes"].append([data.hex(), kind])  # type: ignore[union-attr]
@@ -480,9 +509,15 @@ def _peripheral_main(argv: list[str]) -> None:
         manager = sdbus.DbusObjectManagerInterfaceAsync()
         manager.export_to_dbus(root)
         service_path = f"{root}/service0"
-        service = Service(uuid128(args.service))
+        service = Service(uuid128(emulator.SERVICE if gatt_table else args.service))  # type: ignore[union-attr]
         chars: list[Characteristic] = []
-        if args.split or args.notify != args.write:
+        notifier: Characteristic | None = None
+        if gatt_table:
+            for uuid, flags in gatt_table:
+                ch = Characteristic(uuid, service_path, list(flags), on_char_write, on_char_read)
+                chars.append(ch)
+                by_tag[tag_of(uuid)] = ch
+        elif args.split or args.notify != args.write:
             writer = Characteristic(uuid128(args.write), service_path, ["write", "write-without-response"], on_write)
             notifier = Characteristic(uuid128(args.notify), service_path, ["read", "notify"], on_write)
             chars = [writer, notifier]
@@ -490,7 +525,7 @@ def _peripheral_main(argv: list[str]) -> None:
             notifier = Characteristic(uuid128(args.notify), service_path,
                                       ["read", "write", "write-without-response", "notify"], on_write)
             chars = [notifier]
-        adv = Advertisement(args.name, [uuid128(args.service)])
+        adv = Advertisement(args.name, [service._uuid])
         adv.export_to_dbus("/org/bmsbus/adv0")
         hci = f"/org/bluez/{args.adapter}"
         await AdvertisingManager.new_proxy("org.bluez", hci).RegisterAdvertisement("/org/bmsbus/adv0", {})
@@ -506,6 +541,13 @@ def _peripheral_main(argv: list[str]) -> None:
         async def notifications() -> None:
             while True:
                 frame = await notify_queue.get()
+                if gatt_table:  # a tagged value: a notification of the characteristic it names
+                    target = by_tag.get(frame[:4])
+                    if target is not None:
+                        await target.Value.set_async(frame[4:])
+                        stats["notified_bytes"] = int(stats["notified_bytes"]) + len(frame) - 4  # type: ignore[arg-type]
+                    continue
+                assert notifier is not None
                 for i in range(0, len(frame), 20):
                     chunk = frame[i:i + 20]
                     await notifier.Value.set_async(chunk)
@@ -524,7 +566,9 @@ def _peripheral_main(argv: list[str]) -> None:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
             while line := (await reader.readline()).decode().strip():
                 if line == "stats":
-                    print(json.dumps({**stats, "subscribers": notifier.subscribers}), flush=True)
+                    subscribers = ({c._uuid: c.subscribers for c in chars} if gatt_table
+                                   else notifier.subscribers)  # type: ignore[union-attr]
+                    print(json.dumps({**stats, "subscribers": subscribers}), flush=True)
                 elif line == "quit":
                     return
 

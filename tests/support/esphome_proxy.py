@@ -9,6 +9,13 @@ full, V3 connects, GATT service listing with CCCD descriptors, notify enable + C
 without response, notifications split into `chunk`-byte pieces, ping, disconnect. `restart()` drops
 every API connection and listens again on the same port, like a proxy that rebooted.
 
+A device whose emulator declares a GATT table (`SERVICE`, `GATT` = ((uuid, flags), ...), the Victron
+shunt) is served characteristic by characteristic: one handle per characteristic (+ CCCD for notify
+ones), GATT reads (`receive(tag)`), writes to the characteristic they name (`receive(tag + value)`), and
+each tagged frame it emits is a notification of the characteristic its tag names (tag = the UUID's
+4-byte prefix). `bond_required=True` makes its reads and writes fail with GATT error 5 (insufficient
+authentication), as a device that wants a bond does towards a proxy that cannot pair with a PIN.
+
 Runs inside the test's event loop: `async with FakeProxy(...) as proxy:`; every task it starts belongs to
 it and ends in `stop()`.
 """
@@ -39,9 +46,21 @@ def mac_to_int(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
 
 
-def uuid_words(short: str) -> list[int]:
-    """A 16-bit UUID as aioesphomeapi's two 64-bit halves of the 128-bit form."""
-    return [(int(short, 16) << 32) | 0x1000, BASE_UUID_LO]
+def uuid_words(uuid: str) -> list[int]:
+    """A 16-bit or 128-bit UUID as aioesphomeapi's two 64-bit halves of the 128-bit form."""
+    if len(uuid) <= 4:
+        return [(int(uuid, 16) << 32) | 0x1000, BASE_UUID_LO]
+    value = int(uuid.replace("-", ""), 16)
+    return [value >> 64, value & ((1 << 64) - 1)]
+
+
+def uuid_tag(uuid: str) -> bytes:
+    """The 4-byte prefix that tags a characteristic's values (16-bit UUIDs in their 128-bit form)."""
+    return bytes.fromhex(f"{int(uuid, 16):08x}" if len(uuid) <= 4 else uuid[:8])
+
+
+PROPERTY_BITS = {"read": PROP_READ, "write-without-response": PROP_WRITE_NR, "write": PROP_WRITE,
+                 "notify": PROP_NOTIFY, "indicate": PROP_INDICATE}
 
 
 def varint(n: int) -> bytes:
@@ -56,9 +75,14 @@ def varint(n: int) -> bytes:
 
 def ad_structures(name: str, service_uuids: list[str], manufacturer: dict[int, bytes] | None = None) -> bytes:
     data = bytearray(b"\x02\x01\x06")
-    if service_uuids:
-        body = b"".join(int(u, 16).to_bytes(2, "little") for u in service_uuids)
+    short = [u for u in service_uuids if len(u) <= 4]
+    if short:
+        body = b"".join(int(u, 16).to_bytes(2, "little") for u in short)
         data += bytes((len(body) + 1, 0x03)) + body
+    for u in service_uuids:
+        if len(u) > 4:
+            body = int(u.replace("-", ""), 16).to_bytes(16, "little")
+            data += bytes((len(body) + 1, 0x07)) + body
     for company, payload in (manufacturer or {}).items():
         body = company.to_bytes(2, "little") + payload
         data += bytes((len(body) + 1, 0xFF)) + body
@@ -81,6 +105,20 @@ class FakeDevice:
     split: bool = False
     manufacturer: dict[int, bytes] = field(default_factory=dict)
     writes: list[tuple[bytes, bool]] = field(default_factory=list)
+    bond_required: bool = False
+    reads: list[int] = field(default_factory=list)  # handles read (characteristic mode)
+    char_writes: list[tuple[int, bytes, bool]] = field(default_factory=list)  # (handle, data, response)
+    last_value: bytes = b""  # the stream characteristic's value (its last notification)
+
+    def __post_init__(self) -> None:
+        # characteristic mode: handle -> (uuid, flags); handles 2, 4, 6, ... (CCCD at +1 for notify ones)
+        self.chars: dict[int, tuple[str, tuple[str, ...]]] = {}
+        table = getattr(self.emulator, "GATT", None)
+        if table:
+            self.service = self.emulator.SERVICE
+            for i, (uuid, flags) in enumerate(table):
+                self.chars[2 + 2 * i] = (uuid, tuple(flags))
+        self.by_tag = {uuid_tag(uuid): handle for handle, (uuid, _flags) in self.chars.items()}
 
     @property
     def int_address(self) -> int:
@@ -89,6 +127,14 @@ class FakeDevice:
     def gatt(self) -> pb.BluetoothGATTService:
         """Handles like the newer JK module: service 1, write char 2, notify char 3 (CCCD 4) when split."""
         service = pb.BluetoothGATTService(uuid=uuid_words(self.service), handle=1)
+        if self.chars:
+            for handle, (uuid, flags) in self.chars.items():
+                char = pb.BluetoothGATTCharacteristic(uuid=uuid_words(uuid), handle=handle,
+                                                      properties=sum(PROPERTY_BITS[f] for f in set(flags)))
+                if {"notify", "indicate"} & set(flags):
+                    char.descriptors.append(pb.BluetoothGATTDescriptor(uuid=uuid_words("2902"), handle=handle + 1))
+                service.characteristics.append(char)
+            return service
         if self.split or self.notify != self.write:
             service.characteristics.append(pb.BluetoothGATTCharacteristic(
                 uuid=uuid_words(self.write), handle=2, properties=PROP_WRITE | PROP_WRITE_NR))
@@ -104,6 +150,22 @@ class FakeDevice:
 
     def receive(self, data: bytes) -> list[bytes]:
         return [data] if self.emulator is None else self.emulator.receive(data)
+
+    def read_char(self, handle: int) -> tuple[bytes, list[bytes]]:
+        """Characteristic mode: the value of `handle` and any other frames the emulator emitted."""
+        self.reads.append(handle)
+        tag = uuid_tag(self.chars[handle][0])
+        value, others = b"", []
+        for frame in self.emulator.receive(tag):
+            if frame[:4] == tag and not value:
+                value = frame[4:]
+            else:
+                others.append(frame)
+        return value, others
+
+    def write_char(self, handle: int, data: bytes, response: bool) -> list[bytes]:
+        self.char_writes.append((handle, data, response))
+        return self.emulator.receive(uuid_tag(self.chars[handle][0]) + data)
 
     def tick(self, now: float) -> list[bytes]:
         return [] if self.emulator is None else self.emulator.tick(now)
@@ -258,6 +320,35 @@ class _Session:
             case pb.BluetoothGATTWriteDescriptorRequest():
                 p.cccd_writes.append((msg.address, msg.handle, bytes(msg.data)))
                 self.send(pb.BluetoothGATTWriteResponse(address=msg.address, handle=msg.handle))
+            case pb.BluetoothGATTReadRequest():
+                dev = p.devices.get(msg.address)
+                if dev is None or msg.address not in self.connected:
+                    self.send(pb.BluetoothGATTErrorResponse(address=msg.address, handle=msg.handle, error=0x85))
+                elif not dev.chars:
+                    self.send(pb.BluetoothGATTReadResponse(address=msg.address, handle=msg.handle,
+                                                           data=dev.last_value))
+                elif msg.handle not in dev.chars or "read" not in dev.chars[msg.handle][1]:
+                    self.send(pb.BluetoothGATTErrorResponse(address=msg.address, handle=msg.handle, error=0x02))
+                elif dev.bond_required:
+                    self.send(pb.BluetoothGATTErrorResponse(address=msg.address, handle=msg.handle, error=0x05))
+                else:
+                    value, others = dev.read_char(msg.handle)
+                    self.send(pb.BluetoothGATTReadResponse(address=msg.address, handle=msg.handle, data=value))
+                    for frame in others:
+                        self.notify(dev, frame)
+            case pb.BluetoothGATTWriteRequest() if msg.address in p.devices and p.devices[msg.address].chars:
+                dev = p.devices[msg.address]
+                if msg.address not in self.connected or msg.handle not in dev.chars:
+                    error = 0x85 if msg.address not in self.connected else 0x01
+                    self.send(pb.BluetoothGATTErrorResponse(address=msg.address, handle=msg.handle, error=error))
+                elif dev.bond_required:
+                    self.send(pb.BluetoothGATTErrorResponse(address=msg.address, handle=msg.handle, error=0x05))
+                else:
+                    frames = dev.write_char(msg.handle, bytes(msg.data), msg.response)
+                    if msg.response:
+                        self.send(pb.BluetoothGATTWriteResponse(address=msg.address, handle=msg.handle))
+                    for frame in frames:
+                        self.notify(dev, frame)
             case pb.BluetoothGATTWriteRequest():
                 dev = p.devices.get(msg.address)
                 if dev is None or msg.address not in self.connected:
@@ -300,10 +391,16 @@ class _Session:
                                                            connected=msg.address in self.connected))
 
     def notify(self, dev: FakeDevice, frame: bytes) -> None:
+        if dev.chars:  # a tagged value: a notification of the characteristic its tag names
+            handle = dev.by_tag.get(frame[:4])
+            if handle is not None and (dev.int_address, handle) in self.notifying:
+                self.send(pb.BluetoothGATTNotifyDataResponse(address=dev.int_address, handle=handle, data=frame[4:]))
+            return
         handle = 3
+        step = self.proxy.chunk
+        dev.last_value = frame[((len(frame) - 1) // step) * step:] if frame else dev.last_value
         if (dev.int_address, handle) not in self.notifying:
             return
-        step = self.proxy.chunk
         for i in range(0, len(frame), step):
             self.send(pb.BluetoothGATTNotifyDataResponse(address=dev.int_address, handle=handle,
                                                          data=frame[i:i + step]))

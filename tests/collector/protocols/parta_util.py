@@ -1,52 +1,15 @@
-"""Helpers shared by the Daly, JBD and ANT codec tests (issue 4, part a)."""
+"""Helpers shared by the Daly, JBD and ANT codec tests (issue 4, part a); vector loading: vectors_util.py."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from vectors_util import VECTORS, aio, batmon, hexes, load, proto, split_frames  # noqa: F401 - re-exported for the tests
 
 from bmsbus.collector.codec import Assembler, CodecError, Frame, drain
 
-VECTORS = Path("/work/shared/vectors")
-if not VECTORS.exists():  # the repo layout: <root>/main and <root>/shared
-    VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors"
-
-
-def load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text())
-
-
-def proto(protocol: str) -> list[dict[str, Any]]:
-    return [e for e in load("protocols.json") if e["protocol"] == protocol]
-
-
-def batmon(bms_type: str, direction: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in load("batmon-ha.json")
-            if e["bms_type"] == bms_type and (direction is None or e["direction"] == direction)]
-
-
-def aio(bms: str) -> list[dict[str, Any]]:
-    return [e for e in load("aiobmsble.json") if e["bms"] == bms]
-
-
-def hexes(entry: dict[str, Any]) -> list[bytes]:
-    return [bytes.fromhex(c) for c in entry["frames_hex"]]
-
-
-def split_frames(asm: Assembler, chunks: Iterable[bytes]) -> tuple[list[Frame], list[CodecError]]:
-    got: list[Frame] = []
-    errors: list[CodecError] = []
-    for chunk in chunks:
-        for item in drain(asm, chunk):
-            if isinstance(item, CodecError):
-                errors.append(item)
-            else:
-                got.append(item)
-    return got, errors
 
 
 def split(data: bytes, n: int) -> list[bytes]:

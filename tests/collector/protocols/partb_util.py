@@ -1,48 +1,27 @@
-"""Helpers shared by the Supervolt, SOK, LiTime, Victron, noname Modbus, Basen and PACE codec tests."""
+"""Helpers shared by the Supervolt, SOK, LiTime, Victron, noname Modbus, Basen and PACE codec tests; vector
+loading: vectors_util.py."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
+
+from vectors_util import VECTORS, aio, batmon, hexes, load, split_frames  # noqa: F401 - re-exported for the tests
 
 from bmsbus.collector.codec import CodecError, Frame, drain
 from bmsbus.collector.driver import Driver, DriverOptions
 from bmsbus.collector.emulation.base import PackState
 from bmsbus.collector.links.emulated import EmulatedLink
 
-VECTORS = Path("/work/shared/vectors")
-if not VECTORS.exists():  # the repo layout: <root>/main and <root>/shared
-    VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors"
-
-
-def load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text())
-
-
-def batmon(bms_type: str, direction: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in load("batmon-ha.json")
-            if e["bms_type"] == bms_type and (direction is None or e["direction"] == direction)]
-
-
-def aio(bms: str) -> list[dict[str, Any]]:
-    return [e for e in load("aiobmsble.json") if e["bms"] == bms]
 
 
 def chunks_of(entry: dict[str, Any]) -> list[bytes]:
-    return [bytes.fromhex(c) for c in entry["frames_hex"] if c]
+    return hexes(entry, skip_empty=True)
 
 
-def frames(asm: Any, chunks: Iterable[bytes]) -> tuple[list[Frame], list[CodecError]]:
-    got: list[Frame] = []
-    errors: list[CodecError] = []
-    for chunk in chunks:
-        for item in drain(asm, chunk):
-            (errors if isinstance(item, CodecError) else got).append(item)  # type: ignore[arg-type]
-    return got, errors
+frames = split_frames  # the frames and CodecErrors of `chunks`, in order
 
 
 def raws(asm: Any, chunks: Iterable[bytes]) -> list[bytes]:

@@ -67,13 +67,17 @@ def test_batmon_capture() -> None:
     assert got["mos_temperature"] == exp["mos_temperature"]
     # both pack sensors read 0xFFD8 = -40 °C, ANT's "no sensor" (batmon drops them as absent too)
     assert "temperatures" not in got
-    # MOS status order (protocols.md §7.2, unresolved): bmsbus reads byte 46 = charge (aiobmsble,
-    # esphome-ant-bms), so 46 = 1 -> charge on, 47 = 2 -> discharge off. batmon reads them the other way
-    # round; `swap_mos_status` gives its reading.
-    assert got["switches"] == {"charge": True, "discharge": False, "balance": False}
-    swapped = ant.decode_status(one(bytes.fromhex(BATMON_STATUS["hex"])), swap_mos=True)
-    assert {k: swapped["switches"][k] for k in ("charge", "discharge")} == exp["switches"]
-    assert swapped["alarms"] == ["cell_overvoltage"] and swapped["problem_code"] == 0x02
+    # MOS status order (protocols.md §7.2): byte 46 = 1, 47 = 2 at 100 % SoC, 3.54 V/cell, I = 0, protection
+    # bit 0x02. Read discharge-first (the default, batmon's order) that is "charge MOS off: cell overvoltage",
+    # as batmon's author recorded it; read charge-first it would be "discharge MOS off: cell undervoltage" on a
+    # full pack, which cannot be.
+    assert {k: got["switches"][k] for k in ("charge", "discharge")} == exp["switches"]
+    assert got["alarms"] == ["cell_overvoltage"] and got["problem_code"] == 0x02
+    raw = bytes.fromhex(BATMON_STATUS["hex"])
+    assert raw[10] == 0x02 and min(got["cell_voltages"]) > 3.5 and got["soc"] == 100  # a full pack
+    other = ant.decode_status(one(raw), charge_first=True)
+    assert other["switches"] == {"charge": True, "discharge": False, "balance": False}
+    assert other["alarms"] == ["cell_undervoltage"] and other["problem_code"] == 0x0200
 
 
 @pytest.mark.parametrize("e", AIO, ids=lambda e: e["test"].split("::")[-1])
@@ -239,7 +243,7 @@ async def test_driver_without_device_info_and_with_junk() -> None:
             return [] if func == ant.FUNC_DEVICE_INFO else super().answer(func, address, raw)
 
     async with EmulatedLink(Silent(state, faults=Faults(junk=1.0), seed=2), mtu=20) as link:
-        drv = AntDriver(link, _opts(swap_mos_status=True))
+        drv = AntDriver(link, _opts())
         assert (await drv.open()).model is None
         assert (await drv.read())["cell_voltages"] == state.cell_voltages
         assert drv.codec_errors > 0
@@ -251,3 +255,32 @@ def test_registry_entry() -> None:
     assert e.driver is AntDriver and e.emulator is not None and e.decode is not None
     out = e.decode(e.emulator(make_pack(cells=4)).receive(ant.build_status_request()))
     assert out[0]["cell_count"] == 4 and out[0]["battery_status"] == "idle"
+
+
+@pytest.mark.parametrize("options, charge_first", [
+    ({}, False), ({"mos_status_order": "discharge_first"}, False), ({"mos_status_order": "Charge_First"}, True),
+    ({"swap_mos_status": True}, False), ({"swap_mos_status": False}, True),  # the legacy option, as documented
+])
+async def test_mos_status_order_option(options: dict, charge_first: bool) -> None:
+    """The override: a unit with the other byte order (emulated) reads right with the matching option and
+    swapped without it; switching `charge` changes `charge`."""
+    state = make_pack(cells=8)
+    state.switches = {"charge": False, "discharge": True, "balance": False}
+    async with EmulatedLink(AntEmulator(state, charge_first=charge_first), mtu=20) as link:
+        drv = AntDriver(link, _opts(**options))
+        await drv.open()
+        assert {k: v for k, v in (await drv.read())["switches"].items() if k != "balance"} == \
+            {"charge": False, "discharge": True}
+        await drv.set_switch("charge", True)
+        assert (await drv.read())["switches"]["charge"] is True
+    (frame,) = split_frames(ant.AntAssembler(), AntEmulator(state, charge_first=charge_first).receive(
+        ant.build_status_request()))[0]
+    wrong = ant.decode_status(frame, charge_first=not charge_first)["switches"]
+    assert (wrong["charge"], wrong["discharge"]) == (state.switches["discharge"], state.switches["charge"])
+
+
+def test_mos_status_order_rejects_unknown_values() -> None:
+    from bmsbus.collector.protocols.ant.driver import mos_order
+
+    with pytest.raises(UsageError, match="mos_status_order"):
+        mos_order({"mos_status_order": "sideways"})

@@ -43,9 +43,14 @@ def by_description(text: str) -> dict:
 # --- vectors ------------------------------------------------------------------------------------------
 
 def test_request_vectors_match_builders() -> None:
-    both = hexes(by_description("Request 0x90 with host address"))
-    assert both == [a5.build_request(Cmd.SOC, a5.HOST_BLE), a5.build_request(Cmd.SOC, a5.HOST_UART)]
-    assert hexes(by_description("Request 0x95"))[0] == a5.build_request(Cmd.CELLS, a5.HOST_BLE)
+    e90 = by_description("Request 0x90 with host address")
+    exp = e90["expected"]
+    assert hexes(e90) == [a5.build_request(exp["data_id"], host) for host in exp["host_address"]]
+    assert exp["host_address"] == [a5.HOST_BLE, a5.HOST_UART] and exp["data_id"] == Cmd.SOC
+    assert all((w[0], w[3], len(w)) == (exp["start"], exp["length"], 13) for w in hexes(e90))
+    e95 = by_description("Request 0x95")
+    assert hexes(e95) == [a5.build_request(e95["expected"]["data_id"], e95["expected"]["host_address"])]
+    assert (e95["expected"]["data_id"], e95["expected"]["host_address"]) == (Cmd.CELLS, a5.HOST_BLE)
     for e in batmon("daly", "request") + batmon("daly_uart", "request"):
         wire = bytes.fromhex(e["hex"])
         host = a5.HOST_BLE if e["bms_type"] == "daly" else a5.HOST_UART

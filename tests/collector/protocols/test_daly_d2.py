@@ -1,4 +1,4 @@
-"""Daly D2 Modbus protocol (`daly2`): vectors, p81 rejection, framing, round trips, garbage, driver."""
+"""Daly D2 Modbus protocol (`daly2`) and its p81 variant: vectors, framing, round trips, garbage, driver."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from bmsbus.collector.driver import DriverOptions
 from bmsbus.collector.emulation.base import PackState, make_pack
 from bmsbus.collector.links.emulated import EmulatedLink
 from bmsbus.collector.protocols import REGISTRY, modbus_rtu
-from bmsbus.collector.protocols.daly import d2
+from bmsbus.collector.protocols.daly import d2, p81
 from bmsbus.collector.protocols.daly.alarms import ALARM_CODES
 from bmsbus.collector.protocols.daly.driver import DalyD2Driver
-from bmsbus.collector.protocols.daly.emulator import DalyD2Emulator
+from bmsbus.collector.protocols.daly.emulator import DalyD2Emulator, DalyP81Emulator
 
 PROTO = proto("daly_ble_modbus")
 P81 = proto("daly_ble_p81")
@@ -176,21 +176,99 @@ def test_aiobmsble_replays(e: dict) -> None:
     assert got.get("mos_temperature") == (mos[0] if mos else None)
 
 
-def test_p81_is_rejected_cleanly() -> None:
-    """p81 (ESS-DL-BMS, requests 0x81 / replies 0x51) is not supported: its replies frame fine but every
-    decode says so with UnsupportedFrame; nothing else escapes."""
+def test_p81_capture_decodes() -> None:
+    """syssi's ESS-DL-BMS poll cycle: our request builders reproduce every request, the first status block
+    gives the stated values, the version block the stated model and software; the D2 decoders refuse p81
+    replies with UnsupportedFrame while `bmsbus decode daly2` hands them to p81.py."""
     (e,) = P81
+    exp = e["expected"]
+    tx = [bytes.fromhex(h) for h, d in zip(e["frames_hex"], e["direction"], strict=True) if d == "tx"]
     rx = [bytes.fromhex(h) for h, d in zip(e["frames_hex"], e["direction"], strict=True) if d == "rx"]
-    for wire in rx:
-        frame = one(wire)
-        assert frame.address == d2.P81_REPLY
-        with pytest.raises(UnsupportedFrame, match="p81"):
-            d2.describe(frame)
+    assert tx[:2] == list(p81.status_requests()) and tx[3] == p81.version_request()
+    assert all(t[0] == exp["request_start"] for t in tx) and all(r[0] == exp["response_start"] for r in rx)
+    for wire in tx:  # every request, also the settings/alarm reads bmsbus does not make
+        register, count = int.from_bytes(wire[2:4], "big"), int.from_bytes(wire[4:6], "big")
+        assert wire == p81.read_request(register, count)
+    first, second, version = (one(w) for w in (rx[0], rx[1], rx[3]))
+    assert first.address == d2.P81_REPLY
+    with pytest.raises(UnsupportedFrame, match="p81"):
+        d2.decode_status(first)
+    got = p81.decode_status(first, second)
+    assert len(got["cell_voltages"]) == exp["first_response_cells"]
+    assert got["voltage"] == exp["first_response_total_voltage"]
+    assert got["current"] == exp["first_response_current"] and got["soc"] == exp["first_response_soc"]
+    # second block, by the register map in p81.py: 271.2 Ah, 7 cycles, both MOS on, MOS 24 °C, 471 W (V*I
+    # = 471.7 W, discharging)
+    assert (got["charge"], got["cycles"], got["switches"]) == (271.2, 7, {"charge": True, "discharge": True})
+    assert got["mos_temperature"] == 24.0 and got["power"] == -471.0 and got["temperatures"] == [22.0] * 4
+    assert "balance_current" not in got and got["balancing"] == [] and got["problem_code"] == 0
+    info = p81.decode_version(version)
+    assert (info.model, info.sw_version) == (exp["device"], exp["sw_version"])
     out = d2.decode_chunks(hexes(e))
-    rejected = [d for d in out if "p81" in d.get("error", "")]
-    assert len(rejected) == len(rx) and all("error" in d for d in out)
-    (aio_p81,) = [a for a in AIO if a["frames_hex"][-1].startswith("51")]
-    assert all("error" in d for d in d2.decode_chunks(hexes(aio_p81)))
+    blocks = [d.get("block") for d in out if "block" in d]  # the requests (0x81 ...) come out as junk errors
+    assert blocks == ["status_0x00", "status_0x41", "unknown", "version"] + ["unknown"] * (len(rx) - 4)
+    assert all(d.get("variant") == "p81" for d in out if "error" not in d)
+
+
+def test_p81_aiobmsble_autodetect_sequence() -> None:
+    """aiobmsble's p81 device: D2 status requests go unanswered, then the p81 blocks. Its expectation in
+    bmsbus terms: `cycle_charge` is the remaining charge, `delta_voltage` and `power` are derived (V x I;
+    the power register of this test-patched frame says 9 W), and the sensors reading raw 0xFF, which
+    aiobmsble reports as 215 °C, are p81's "no sensor" (patagonaa/esphome-daly-hkms-bms)."""
+    (a,) = [a for a in AIO if any(h.startswith("51") for h in a["frames_hex"])]
+    exp = a["expected"]
+    assert {bytes.fromhex(h) for h in a["requests_hex"]} == {d2.status_request(), *p81.status_requests()}
+    frames = frames_of(hexes(a))
+    got = p81.decode_status(frames[-2], frames[-1])
+    assert got["voltage"] == exp["voltage"] and got["current"] == exp["current"] and got["soc"] == exp["battery_level"]
+    assert got["cell_voltages"] == exp["cell_voltages"] and len(got["cell_voltages"]) == exp["cell_count"]
+    assert got["charge"] == exp["cycle_charge"] and got["cycles"] == exp["cycles"]
+    assert got["problem_code"] == exp["problem_code"]
+    assert got["switches"] == {"charge": exp["chrg_mosfet"], "discharge": exp["dischrg_mosfet"]}
+    assert round(max(got["cell_voltages"]) - min(got["cell_voltages"]), 3) == exp["delta_voltage"]
+    assert round(got["voltage"] * got["current"], 1) == exp["power"] and got["power"] == -9.0
+    assert "temperatures" not in got and [t["value"] for t in exp["temp_values"]] == [0xFF - 40] * exp["temp_sensors"]
+    assert p81.describe(frames[-2])["temperature_count"] == exp["temp_sensors"]
+
+
+# Alarm names in syssi's test data -> bmsbus alarm codes (daly/alarms.py).
+SYSSI_ALARMS = {"Warning: Cell voltage too high": "cell_overvoltage_warning", "AFE acquisition chip failure": "afe_fault"}
+
+
+@pytest.mark.parametrize("text", ["MOS-temperature block", "Version block (32 registers", "Version frame",
+                                  "Version frame#1", "Password frame", "Settings frame", "one alarm bit set",
+                                  "one alarm bit set#1", "= ON", "= OFF"])
+def test_other_blocks(text: str) -> None:
+    """The D2 blocks besides the status: MOS-temperature extension, version (both layouts), password, settings,
+    single alarm bits, the balancer switch register."""
+    e = entry(text.split("#")[0], int(text.split("#")[1]) if "#" in text else 0)
+    exp = e["expected"]
+    (frame,) = frames_of(hexes(e))
+    out = d2.describe(frame)
+    if "mosfet_temperature" in exp:
+        reg42 = 2 * (0x42 - d2.EXTENSION_START)
+        assert int.from_bytes(modbus_rtu.registers(frame)[reg42 : reg42 + 2], "big") == exp["mosfet_temperature_raw_reg0x42"]
+        assert d2.decode_extension(frame)["mos_temperature"] == exp["mosfet_temperature"] == out["mos_temperature"]
+    elif "sw_version" in exp or "software_version" in exp:
+        info = d2.decode_version(frame)
+        assert info.sw_version == exp.get("sw_version", exp.get("software_version"))
+        assert info.hw_version == exp.get("hw_version", exp.get("hardware_version"))
+        date = [v for k, v in exp.items() if k.startswith("bytes_35_50")]
+        assert [info.extra.get("production_date")] == (date or [None])
+    elif "password" in exp:
+        assert out["password"] == exp["password"]
+    elif "rated_capacity_ah" in exp:
+        assert out["design_capacity"] == exp["rated_capacity_ah"] and out["soc_setting"] == exp["soc_setting_pct"]
+        assert out["switches"] == {"charge": exp["charging_switch"], "discharge": exp["discharging_switch"]}
+    elif "errors" in exp:
+        register, byte, bit = exp["alarm_register"].replace("byte", "").replace("bit", "").split()
+        position = (0x3D - int(register, 16)) * 16 + int(byte) * 8 + int(bit)  # BE u64 of regs 0x3A..0x3D
+        status = d2.decode_status(frame)
+        assert status["problem_code"] == 1 << position
+        assert status["alarms"] == [SYSSI_ALARMS[exp["errors"]]]
+    else:
+        assert out["block"] == "register" and bool(d2.register_value(frame)) is exp["balancer_switch"]
+        assert exp["register"] == d2.REG_BALANCER
 
 
 # --- framing ------------------------------------------------------------------------------------------
@@ -332,3 +410,68 @@ def test_registry_entry() -> None:
     assert e.emulator is not None and e.decode is not None
     emu = e.emulator(make_pack(cells=4))
     assert e.decode(emu.receive(d2.status_request()))[0]["block"] == "status_62"
+
+
+
+# --- p81 variant: emulator, garbage, driver --------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(states())
+def test_p81_emulator_roundtrip(state: PackState) -> None:
+    emu = DalyP81Emulator(state)
+    first, second = (one(emu.receive(r)[0]) for r in p81.status_requests())
+    got = p81.decode_status(first, second)
+    assert got["cell_voltages"] == state.cell_voltages
+    assert got.get("temperatures", []) == state.temperatures
+    assert got["voltage"] == pytest.approx(round(state.voltage * 10) / 10)
+    assert got["current"] == pytest.approx(state.current) and got["soc"] == pytest.approx(state.soc)
+    assert got["charge"] == pytest.approx(state.charge) and got["cycles"] == state.cycles
+    assert got["switches"] == {"charge": state.switches["charge"], "discharge": state.switches["discharge"]}
+    assert got["problem_code"] == state.alarms & 0xFFFFFFFF
+    assert got["balancing"] == state.balancing
+    assert got["balance_current"] == pytest.approx(state.balance_current)
+    assert got["mos_temperature"] == state.mos_temperature
+    assert abs(got["power"]) == round(abs(state.voltage * state.current))
+    assert emu.receive(d2.status_request()) == []  # silent to D2, like the real module
+    assert modbus_rtu.exception_code(one(emu.receive(modbus_rtu.write_single_request(0x81, 0x121, 1))[0])) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_p81_garbage_only_codec_errors(data: bytes) -> None:
+    assert_garbage_safe(p81.new_assembler, p81.decode_chunks, data)
+
+
+@pytest.mark.parametrize("variant", ["auto", "p81"])
+async def test_driver_detects_and_reads_p81(variant: str) -> None:
+    state = make_pack(cells=16, temperature_sensors=4)
+    state.current, state.balancing, state.cycles = -8.9, [2, 11], 7
+    state.sw_version, state.model = "41_260321_0323", "ESS-DL-BMS"
+    emu = DalyP81Emulator(state)
+    async with EmulatedLink(emu, mtu=20) as link:
+        drv = DalyD2Driver(link, _opts(variant=variant))
+        info = await drv.open()
+        assert drv.variant == "p81" and info.extra["protocol"] == "p81"
+        assert (info.model, info.sw_version) == ("ESS-DL-BMS", "41_260321_0323")
+        got = await drv.read()
+        assert got["current"] == pytest.approx(-8.9) and got["cell_voltages"] == state.cell_voltages
+        assert got["temperatures"] == [float(round(t)) for t in state.temperatures]  # whole °C on the wire
+        assert got["balancing"] == [2, 11] and got["cycles"] == 7
+        assert set(got) <= DalyD2Driver.quantities
+        assert drv.writable_switches() == ()
+        with pytest.raises(UsageError, match="p81"):
+            await drv.set_switch("charge", False)
+    assert all(r.address == p81.REQUEST_ADDRESS for r in emu.requests)
+    assert {(r.register, r.value) for r in emu.requests} == {p81.STATUS_A, p81.STATUS_B, p81.VERSION}
+
+
+async def test_driver_auto_stays_d2_for_d2_devices_and_rejects_bad_variants() -> None:
+    emu = DalyD2Emulator(make_pack(cells=4), long_status=False)
+    async with EmulatedLink(emu, mtu=20) as link:
+        drv = DalyD2Driver(link, _opts())
+        await drv.open()
+        assert (drv.variant, drv.status_registers) == ("d2", 62)
+    with pytest.raises(UsageError):
+        DalyD2Driver(link, _opts(variant="p82"))
+    with pytest.raises(UsageError):
+        DalyD2Driver(link, _opts(variant="p81", status_registers=62))

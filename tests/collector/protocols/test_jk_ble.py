@@ -7,12 +7,12 @@ import json
 import re
 import statistics
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors_util import aio, load
 
 from bmsbus.collector.checksums import sum8
 from bmsbus.collector.codec import ChecksumError, CodecError, FramingError, UnsupportedFrame, UsageError, drain
@@ -30,18 +30,9 @@ from bmsbus.collector.protocols.jk.emulator import (
     settings_frame,
 )
 
-VECTORS = Path("/work/shared/vectors")
-if not VECTORS.exists():  # the repo layout: <root>/main and <root>/shared
-    VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors"
-
-
-def _load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text())
-
-
-PROTO = [e for e in _load("protocols.json") if e["protocol"] in ("jk_ble_24s", "jk_ble_32s", "jk04", "jk_ble_cmd")]
-BATMON = _load("batmon-ha.json")
-AIO = [e for e in _load("aiobmsble.json") if e["bms"] == "jikong_bms"]
+PROTO = [e for e in load("protocols.json") if e["protocol"] in ("jk_ble_24s", "jk_ble_32s", "jk04", "jk_ble_cmd")]
+BATMON = load("batmon-ha.json")
+AIO = aio("jikong_bms")
 LAYOUT_OF = {"jk_ble_24s": Layout.JK02_24S, "jk_ble_32s": Layout.JK02_32S, "jk04": Layout.JK04, "jk_ble_cmd": None}
 AIO_SW = {"JK02_24S": "10.08", "JK02_32S": "11.48", "JK02_32S_v15": "15.38", "JK02_32S_v19.27": "19.27"}
 
@@ -295,7 +286,8 @@ def _batmon(i: int) -> list[dict[str, Any]]:
 
 def test_batmon_legacy_8s_settings_and_cells() -> None:
     (settings_,) = decode([bytes.fromhex(BATMON[16]["hex"])], Layout.JK02_24S)[:1]
-    assert settings_["settings"]["cell_count"] == 8
+    assert settings_["frame_type"] == BATMON[16]["expected"]["frame_type"]
+    assert settings_["settings"]["cell_count"] == BATMON[16]["expected"]["num_cells@114"]
     exp = BATMON[17]["expected"]
     (g,) = decode([bytes.fromhex(BATMON[17]["hex"])], Layout.JK02_24S)
     assert g["voltage"] == pytest.approx(exp["voltage"])
@@ -357,7 +349,7 @@ def test_batmon_issue365_fw11_status_and_settings() -> None:
 
 def test_batmon_issue377_fw19_frames_junk_and_corrupt() -> None:
     (s,) = _batmon(23)
-    assert s["frame_type"] == 1
+    assert s["frame_type"] == BATMON[23]["expected"]["frame_type"] == ble.TYPE_SETTINGS
     exp = BATMON[24]["expected"]
     (g,) = _batmon(24)
     assert exp["voltage_range"][0] <= g["voltage"] <= exp["voltage_range"][1]
@@ -365,7 +357,7 @@ def test_batmon_issue377_fw19_frames_junk_and_corrupt() -> None:
     assert g["current"] == pytest.approx(0.445)  # batmon anchor: -0.445 (+ = discharge)
     assert _batmon(26) == [] and _batmon(27) == []  # echo/ack + AT\r\n, AT\r\n flood: no data, no error
     (bad,) = _batmon(28)
-    assert bad["error"].startswith("ChecksumError")
+    assert BATMON[28]["expected"]["crc_valid"] is False and bad["error"].startswith("ChecksumError")
 
 
 def test_batmon_snoop_probes_with_swapped_checksums_are_rejected() -> None:
@@ -660,7 +652,8 @@ async def test_driver_reads_state_and_writes_switches(protocol: str, emu_layout:
             assert r["switches"][name] is (not before)
         with pytest.raises(UsageError):
             await drv.set_switch("emergency", True)
-        for spec in drv.writable_settings():
+        assert drv.writable_settings() == tuple(spec.name for spec in drv.setting_specs())
+        for spec in drv.setting_specs():
             value = round((spec.minimum + spec.maximum) / 2, 3)
             if spec.name == "cell_uvp":
                 value = 2.5
@@ -719,3 +712,68 @@ async def test_driver_times_out_on_a_silent_device() -> None:
     async with link:
         with pytest.raises(TimeoutError):
             await drv.open()
+
+
+# --- writes the BMS does not confirm -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("handling, acked", [("drop", False), ("ack_only", True)])
+async def test_unconfirmed_writes_raise_write_not_confirmed(handling: str, acked: bool) -> None:
+    """The emulator loses the write (no ack, nothing changes) or acks it without applying it: both are a
+    WriteNotConfirmed (a CodecError, so the collector answers `failed`), naming the write, the read-back
+    and whether the BMS acknowledged; the state is untouched."""
+    from bmsbus.collector.protocols.jk.driver import WriteNotConfirmed
+
+    state = make_pack(cells=16)
+    drv, emu, link = await _driver("jk", state, write_handling=handling)
+    async with link:
+        await drv.open()
+        before = dict(state.switches)
+        with pytest.raises(WriteNotConfirmed) as info:
+            await drv.set_switch("charge", not before["charge"])
+        err = info.value
+        assert isinstance(err, CodecError) and not isinstance(err, UsageError)
+        assert (err.wanted, err.got, err.acknowledged) == (not before["charge"], before["charge"], acked)
+        assert "switch charge" in str(err) and ("(acknowledged)" if acked else "(no acknowledgement)") in str(err)
+        assert state.switches == before
+        old = drv.settings.values["cell_ovp"] if drv.settings else None
+        with pytest.raises(WriteNotConfirmed, match="setting cell_ovp = 3.55"):
+            await drv.write_setting("cell_ovp", 3.55)
+        assert drv.settings is not None and drv.settings.values["cell_ovp"] == old
+        emu.write_handling = "apply"  # the same driver, once the BMS takes writes again
+        await drv.set_switch("charge", not before["charge"])
+        assert state.switches["charge"] is (not before["charge"])
+
+
+async def test_collector_answers_failed_with_the_reason() -> None:
+    """The lead's DeviceRunner, unmodified: an unconfirmed JK write becomes CommandResult `failed` with the
+    WriteNotConfirmed message as the reason."""
+    import time
+
+    from bmsbus.collector import service
+    from bmsbus.shared.config import Config
+    from bmsbus.shared.models import Command
+    from bmsbus.shared.topics import Topics
+
+    cfg = Config(devices=[{"type": "jk", "address": "C8:47:80:00:00:99", "alias": "shed"}])
+    runner = service.DeviceRunner(cfg.devices[0], cfg, Topics(cfg.topic_root, cfg.site), service.Outbox(), "b")
+    drv, _emu, link = await _driver("jk", make_pack(cells=8), write_handling="drop")
+    async with link:
+        await drv.open()
+        runner.driver = drv
+        now = time.time()
+        result = await runner.execute(Command(id="w1", switch="charge", value=False, issued=now, expires=now + 30))
+    assert result.status == "failed" and result.reason is not None
+    assert "WriteNotConfirmed" in result.reason and "did not confirm switch charge = False" in result.reason
+
+
+async def test_jk_uart_unconfirmed_switch() -> None:
+    from bmsbus.collector.protocols.jk.driver import WriteNotConfirmed
+    from bmsbus.collector.protocols.jk.emulator import JkUartEmulator
+
+    state = make_pack(cells=8)
+    async with EmulatedLink(JkUartEmulator(state, ignore_writes=True), mtu=None) as link:
+        drv = REGISTRY["jk_uart"].driver(link, DriverOptions(request_timeout=2.0))
+        await drv.open()
+        with pytest.raises(WriteNotConfirmed, match="jk_uart switch discharge = False"):
+            await drv.set_switch("discharge", False)
+    assert state.switches["discharge"] is True

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vectors_util import proto
 
 from bmsbus.collector.codec import ChecksumError, CodecError, FramingError, drain
 from bmsbus.collector.driver import DriverOptions
@@ -19,10 +18,7 @@ from bmsbus.collector.protocols.jk import ble, pb
 from bmsbus.collector.protocols.jk.driver import JkPbBus, JkPbDriver
 from bmsbus.collector.protocols.jk.emulator import JkPbBusEmulator, make_bus
 
-VECTORS = Path("/work/shared/vectors")
-if not VECTORS.exists():
-    VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors"
-PROTO = [e for e in json.loads((VECTORS / "protocols.json").read_text()) if e["protocol"] == "jk_pb_rs485"]
+PROTO = proto("jk_pb_rs485")
 
 
 def _chunks(e: dict[str, Any]) -> list[bytes]:
@@ -37,6 +33,14 @@ def test_trigger_requests_match_captures() -> None:
     got = pb.decode(reqs)
     assert [(g["frame_type"], g["address"], g["register"]) for g in got] == [
         ("request", 1, 0x161C), ("request", 1, 0x161E), ("request", 1, 0x1620)]
+    exp = PROTO[0]["expected"]
+    assert all(r[0] == exp["address"] and r[1] == exp["function"] for r in reqs)
+    # "0x161C->frame type 03" ...: the register each trigger names, and the frame type it asks for
+    wanted = [(int(text.split("->")[0], 16), int(text.rsplit(" ", 1)[1])) for text in exp["registers"]]
+    assert [(g["register"], t) for g, (_r, t) in zip(got, wanted, strict=True)] == wanted
+    assert {pb.REG_DEVICE_INFO: 3, pb.REG_SETTINGS: 1, pb.REG_CELL_INFO: 2} == dict(wanted)
+    (polled,) = pb.decode(_chunks(PROTO[3]))
+    assert (polled["address"], polled["register"]) == (PROTO[3]["expected"]["address"], PROTO[3]["expected"]["register"])
 
 
 @pytest.mark.parametrize("index", [1, 2, 4, 5, 6], ids=lambda i: PROTO[i]["description"][:50])
@@ -72,7 +76,11 @@ def test_slave_responses(index: int) -> None:
 
 def test_setting_writes_are_parsed() -> None:
     writes = pb.decode(_chunks(PROTO[7]))
-    assert all(w["frame_type"] == "write" and w["address"] == 2 and len(w["data"]) == 8 for w in writes)
+    exp = PROTO[7]["expected"]
+    assert all(w["frame_type"] == "write" and w["address"] == exp["address"] for w in writes)
+    assert all(len(w["data"]) == 2 * exp["byte_count"] == 4 * exp["register_count"] for w in writes)
+    assert all(raw[1] == exp["function"] and int.from_bytes(raw[4:6], "big") == exp["register_count"]
+               and raw[6] == exp["byte_count"] for raw in _chunks(PROTO[7]))
     assert [w["register"] for w in writes][:4] == [0x1078, 0x1078, 0x1000, 0x1084]
     assert int(writes[2]["data"], 16) == 3500 and int(writes[3]["data"], 16) == 3440
     control = pb.decode(_chunks(PROTO[8]))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vectors_util import batmon, proto
 
 from bmsbus.collector.checksums import sum16
 from bmsbus.collector.codec import ChecksumError, CodecError, FramingError, UsageError, drain
@@ -20,11 +20,8 @@ from bmsbus.collector.protocols.jk import uart
 from bmsbus.collector.protocols.jk.driver import JkUartDriver
 from bmsbus.collector.protocols.jk.emulator import JkUartEmulator, uart_read_all_frame
 
-VECTORS = Path("/work/shared/vectors")
-if not VECTORS.exists():
-    VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors"
-PROTO = [e for e in json.loads((VECTORS / "protocols.json").read_text()) if e["protocol"] == "jk_uart"]
-BATMON = [e for e in json.loads((VECTORS / "batmon-ha.json").read_text()) if e["bms_type"] == "jk_uart"]
+PROTO = proto("jk_uart")
+BATMON = batmon("jk_uart")
 
 
 def decode(chunks: list[bytes]) -> list[dict[str, Any]]:
@@ -38,6 +35,7 @@ def _raw_tlv(entry: dict[str, Any], ident: int) -> Any:
 
 def test_read_all_request_matches_vectors() -> None:
     assert uart.REQUEST_READ_ALL.hex() == PROTO[0]["frames_hex"][0] == BATMON[0]["hex"]
+    assert BATMON[0]["expected"]["meaning"] == "read all registers" and uart.REQUEST_READ_ALL[8] == uart.CMD_READ_ALL
     exp = PROTO[0]["expected"]
     raw = uart.REQUEST_READ_ALL
     assert (int.from_bytes(raw[2:4], "big"), raw[8], raw[9], raw[10], raw[11]) == (

@@ -23,8 +23,10 @@ from support.bluez import BluezStack, Peripheral, drop_link, mac, missing
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
 CENTRAL = ["00:00:00:00:00:01", "00:00:00:00:00:02"]  # hci0, hci1
-PERIPHERALS = [mac(i) for i in range(2, 13)]  # hci2 .. hci12, one fake device each
+PERIPHERALS = [mac(i) for i in range(2, 15)]  # hci2 .. hci14, one fake device each
 SHUNT = 9  # adapter index of the peripheral that demands a passkey
+VICTRON = 13  # a Victron SmartShunt (one characteristic per value) that demands a passkey
+VICTRON_RUNNER = 14  # the same, read by the collector's DeviceRunner
 PASSKEY = 314159
 ECHO = BleSpec(service="ffe0", notify="ffe1", write="ffe1")
 
@@ -32,7 +34,8 @@ ECHO = BleSpec(service="ffe0", notify="ffe1", write="ffe1")
 @pytest.fixture(scope="module")
 def bluez(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BluezStack]:
     stack = BluezStack(tmp_path_factory.mktemp("bluez"), CENTRAL + PERIPHERALS,
-                       passkeys={mac(SHUNT): PASSKEY}, rssi={mac(3): -71, mac(4): -48}).start()
+                       passkeys={mac(SHUNT): PASSKEY, mac(VICTRON): PASSKEY, mac(VICTRON_RUNNER): PASSKEY},
+                       rssi={mac(3): -71, mac(4): -48}).start()
     try:
         yield stack
     finally:
@@ -81,9 +84,9 @@ async def test_jk_frames_stream_through_bluez_and_decode(peripheral) -> None:  #
     link = jk_link("JK_B2A16S20P", adapter="hci0")
     async with asyncio.timeout(20):
         async with link:
-            assert link.notify_char is not None and link.write_char is not None
-            assert link.notify_char.handle != link.write_char.handle  # resolved by property, not UUID alone
-            assert "notify" in link.notify_char.properties and "write" in link.write_char.properties
+            assert link.notify_char is not None and link.tx_char is not None
+            assert link.notify_char.handle != link.tx_char.handle  # resolved by property, not UUID alone
+            assert "notify" in link.notify_char.properties and "write" in link.tx_char.properties
             assert link.write_response is False  # JK writes without response
             driver = entry.driver(link, DriverOptions())
             driver.on_chunk = chunks.append
@@ -266,7 +269,8 @@ async def test_the_collector_supervisor_reads_loses_and_regains_a_bluez_device(p
                                                                                system_bus: BluezStack) -> None:
     """The lead's DeviceRunner, unmodified, with open_link -> factory -> BleLink: samples flow, a radio
     drop is reported as `disconnected`, and the runner reconnects by itself."""
-    from bmsbus.collector.service import DeviceRunner, Outbox
+    from bmsbus.collector.outbox import Outbox
+    from bmsbus.collector.service import DeviceRunner
     from bmsbus.shared.config import Config
     from bmsbus.shared.topics import Topics
 
@@ -297,3 +301,70 @@ async def test_the_collector_supervisor_reads_loses_and_regains_a_bluez_device(p
         task.cancel()
     assert states == ["disconnected"]
     assert recovered < 10, f"recovered after {recovered:.1f} s"
+
+
+async def test_victron_smartshunt_characteristics_with_pin(peripheral) -> None:  # noqa: ANN001
+    """The SmartShunt as BlueZ serves it: one GATT characteristic per value plus the keep-alive one, a
+    passkey bond. Unmodified bleak -> BleLink (CharLink) -> VictronDriver: without `pin:` the first GATT
+    write is a PairingFailed that says to set it; with the PIN the driver subscribes to every value,
+    writes the keep-alive, reads every value, and the shunt's notifications arrive tagged."""
+    from bmsbus.collector.links.base import CharLink
+    from bmsbus.collector.links.gatt import char_tag
+    from bmsbus.collector.protocols.victron import codec as vcodec
+
+    dev = peripheral(VICTRON, "SmartShunt BLUEZ", "victron", cells=4, current=-3.217)
+    entry = protocols.get("victron")
+    assert entry.ble is not None
+    pack = make_pack(cells=4, name="SmartShunt BLUEZ", seed=7)
+    pack.current = -3.217
+    async with asyncio.timeout(40):
+        async with BleLink(mac(VICTRON), entry.ble, adapter="hci0", scan_timeout=5) as link:
+            assert link.notifying == {}  # GattCharsSpec: nothing subscribed at connect
+            with pytest.raises(PairingFailed, match="set `pin:`"):
+                await entry.driver(link, DriverOptions(request_timeout=5)).open()
+        link = BleLink(mac(VICTRON), entry.ble, adapter="hci0", pin=str(PASSKEY), scan_timeout=5)
+        async with link:
+            assert isinstance(link, CharLink) and link.paired_now
+            driver = entry.driver(link, DriverOptions(request_timeout=5, options={"capacity_ah": pack.capacity}))
+            info = await driver.open()
+            reading = await driver.read()
+            assert sorted(link.notifying.values()) == sorted(c.uuid for c in vcodec.VALUES)
+            frame = await asyncio.wait_for(driver.next_frame(), 4)  # the first tick after the keep-alive
+            assert frame.raw[:4] in {char_tag(c.uuid) for c in vcodec.VALUES}
+            with pytest.raises(LinkError, match="has no write"):
+                await link.write_char(vcodec.SOC.uuid, b"\x00\x00")
+    stats = dev.stats()
+    assert info.manufacturer == "Victron Energy"
+    keepalive = [w for w in stats["writes"] if w[2] == vcodec.KEEPALIVE.uuid]
+    assert keepalive and keepalive[0][:2] == [vcodec.KEEPALIVE_VALUE.hex(), "command"]  # without response
+    assert sorted(set(stats["reads"])) == sorted(c.uuid for c in vcodec.VALUES)
+    assert all(stats["subscribers"][c.uuid] >= 1 for c in vcodec.VALUES)
+    assert stats["notified_bytes"] > 0
+    assert reading["voltage"] == pytest.approx(pack.voltage, abs=0.006)
+    assert reading["current"] == pytest.approx(-3.217, abs=1e-9)
+    assert reading["power"] == pytest.approx(pack.power, abs=0.51)
+    assert reading["soc"] == pytest.approx(pack.soc, abs=0.006)
+    assert reading["charge"] == pytest.approx(pack.charge, abs=0.051)
+
+
+async def test_the_collector_supervisor_reads_a_paired_victron_shunt(peripheral) -> None:  # noqa: ANN001
+    """config `type: victron` with `pin:` -> factory -> BleLink (pairs) -> VictronDriver -> samples."""
+    from bmsbus.collector.service import DeviceRunner, Outbox
+    from bmsbus.shared.config import Config
+    from bmsbus.shared.topics import Topics
+
+    peripheral(VICTRON_RUNNER, "SmartShunt RUNNER", "victron", cells=4, current=2.5)
+    cfg = Config(devices=[{"type": "victron", "address": mac(VICTRON_RUNNER), "alias": "shunt", "adapter": "hci0",
+                           "pin": str(PASSKEY), "options": {"capacity_ah": 100}}],
+                 collector={"sample_period": 0.5})
+    runner = DeviceRunner(cfg.devices[0], cfg, Topics(cfg.topic_root, cfg.site), Outbox(), "boot1")
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        task = tg.create_task(runner.run())
+        while runner.last_sample is None:
+            await asyncio.sleep(0.05)
+        task.cancel()
+    sample = runner.last_sample
+    pack = make_pack(cells=4, seed=7)
+    assert runner.link_state is not None and runner.link_state.state == "connected"
+    assert sample.current == pytest.approx(2.5) and sample.voltage == pytest.approx(pack.voltage, abs=0.006)
+    assert sample.soc == pytest.approx(pack.soc, abs=0.006)

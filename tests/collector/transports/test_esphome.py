@@ -11,7 +11,7 @@ import pytest
 from bmsbus.collector import protocols
 from bmsbus.collector.driver import BleSpec, DriverOptions
 from bmsbus.collector.emulation.base import make_pack
-from bmsbus.collector.links.base import DeviceNotFound, LinkClosed, LinkTimeout
+from bmsbus.collector.links.base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout
 from bmsbus.collector.links.esphome import EsphomeLink, ProxyAuthError, ProxyConfig, parse_ad
 from support.esphome_proxy import FakeDevice, FakeProxy, ad_structures, noise_key
 
@@ -168,7 +168,8 @@ async def test_a_device_no_proxy_hears() -> None:
 async def test_the_collector_supervisor_over_a_proxy_that_reboots() -> None:
     """The lead's DeviceRunner with a device routed to a proxy through `options` (until config.py has
     `collector.esphome_proxies`): samples flow, the proxy reboots, the runner is back on its own."""
-    from bmsbus.collector.service import DeviceRunner, Outbox
+    from bmsbus.collector.outbox import Outbox
+    from bmsbus.collector.service import DeviceRunner
     from bmsbus.shared.config import Config
     from bmsbus.shared.topics import Topics
 
@@ -195,3 +196,63 @@ async def test_the_collector_supervisor_over_a_proxy_that_reboots() -> None:
                         and runner.last_sample is not None and runner.last_sample.seq > seq + 1, 20)
             task.cancel()
         assert proxy.api_connections == 2 and proxy.in_use == 0
+
+
+# --- characteristic-level access (CharLink): the Victron SmartShunt ------------------------------------
+
+VICTRON = protocols.get("victron")
+
+
+def shunt_device(address: str, name: str, current: float, **kw: object) -> FakeDevice:
+    assert VICTRON.emulator is not None
+    state = make_pack(cells=4, name=name, seed=11)
+    state.current = current
+    return FakeDevice(address, name, VICTRON.emulator(state), **kw)  # type: ignore[arg-type]
+
+
+async def test_victron_characteristics_through_a_proxy() -> None:
+    """Per-characteristic GATT through the real APIClient: nothing subscribed at connect, the driver
+    subscribes to the five value characteristics (each CCCD written by us), writes the keep-alive to its
+    own characteristic, reads every value by handle, and the shunt's notifications arrive tagged."""
+    from bmsbus.collector.links.base import CharLink
+    from bmsbus.collector.links.gatt import char_tag
+    from bmsbus.collector.protocols.victron import codec as vcodec
+
+    async with asyncio.timeout(20), FakeProxy() as proxy:
+        dev = proxy.add(shunt_device("C8:47:80:00:70:01", "SmartShunt PROXY", current=-12.345))
+        state = dev.emulator.state
+        link = EsphomeLink("SmartShunt PROXY", VICTRON.ble, config(proxy))  # type: ignore[arg-type]
+        async with link:
+            assert isinstance(link, CharLink)
+            assert link.notifying == {} and proxy.cccd_writes == []  # GattCharsSpec: nothing at connect
+            driver = VICTRON.driver(link, DriverOptions(request_timeout=5, options={"capacity_ah": state.capacity}))
+            info = await driver.open()
+            reading = await driver.read()
+            value_handles = {h for h, (u, _f) in dev.chars.items() if u != vcodec.KEEPALIVE.uuid}
+            assert set(link.notifying) == value_handles
+            assert sorted(h for _a, h, _v in proxy.cccd_writes) == sorted(h + 1 for h in value_handles)
+            # the shunt notifies once its keep-alive is running (first tick): tagged chunks through receive()
+            frame = await asyncio.wait_for(driver.next_frame(), 3)
+            assert frame.raw[:4] in {char_tag(c.uuid) for c in vcodec.VALUES}
+            with pytest.raises(LinkError, match="has no read characteristic"):
+                await link.read_char(vcodec.KEEPALIVE.uuid)
+        assert proxy.in_use == 0
+    assert info.manufacturer == "Victron Energy"
+    keepalive_handle = next(h for h, (u, _f) in dev.chars.items() if u == vcodec.KEEPALIVE.uuid)
+    assert dev.char_writes[0] == (keepalive_handle, vcodec.KEEPALIVE_VALUE, False)
+    assert set(dev.reads) == value_handles
+    assert reading["voltage"] == pytest.approx(state.voltage, abs=0.006)
+    assert reading["current"] == pytest.approx(-12.345, abs=1e-9)
+    assert reading["power"] == pytest.approx(state.power, abs=0.51)
+    assert reading["soc"] == pytest.approx(state.soc, abs=0.006)
+    assert reading["charge"] == pytest.approx(state.charge, abs=0.051)
+
+
+async def test_a_device_that_wants_a_bond_is_a_clear_pairing_error_through_a_proxy() -> None:
+    from bmsbus.collector.links.base import PairingFailed
+
+    async with asyncio.timeout(20), FakeProxy() as proxy:
+        proxy.add(shunt_device("C8:47:80:00:70:02", "SmartShunt BONDED", current=1.0, bond_required=True))
+        async with EsphomeLink("SmartShunt BONDED", VICTRON.ble, config(proxy)) as link:  # type: ignore[arg-type]
+            with pytest.raises(PairingFailed, match="cannot pair with a PIN"):
+                await VICTRON.driver(link, DriverOptions(request_timeout=3)).open()

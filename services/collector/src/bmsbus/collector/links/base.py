@@ -1,13 +1,16 @@
 """The Link interface (httpx-transport style): `async with link`, `send(bytes)`, `receive()`.
 
-Every backend maps its own exceptions into LinkError -> LinkTimeout / LinkClosed / DeviceNotFound,
-so drivers and the supervisor catch one hierarchy whatever the transport is.
+Every backend maps its own exceptions into LinkError -> LinkTimeout / LinkClosed / DeviceNotFound /
+PairingFailed, so drivers and the supervisor catch one hierarchy whatever the transport is.
+
+`CharLink` extends a Link with characteristic-level GATT access for devices that are not a byte stream
+(the Victron SmartShunt: one characteristic per value). The BLE backends (BlueZ, ESPHome proxy) implement it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 
 class LinkError(Exception):
@@ -26,6 +29,11 @@ class DeviceNotFound(LinkError):
     pass
 
 
+class PairingFailed(LinkError):
+    """The device wants a bond and pairing with the configured PIN failed (or no PIN is configured, or the
+    transport cannot pair with a PIN at all, like an ESPHome proxy)."""
+
+
 class Link(Protocol):
     kind: str  # "ble", "esphome", "serial", "emulated"
     rssi: int | None
@@ -40,6 +48,28 @@ class Link(Protocol):
     def discard_pending(self) -> None:
         """Drop chunks received but not yet read (stale answers before a new request)."""
         ...
+
+
+@runtime_checkable
+class CharLink(Link, Protocol):
+    """A Link with characteristic-level GATT access, for devices used characteristic by characteristic.
+
+    - `read_char(uuid) -> bytes`: a GATT read of one characteristic of the protocol's service.
+    - `write_char(uuid, data, response=False)`: a GATT write (the other mode where the characteristic
+      offers only that one).
+    - `start_notify(uuid)`: subscribe to one more characteristic. Its notifications arrive through the
+      ordinary `receive()` *tagged*: the 4-byte big-endian prefix of the 128-bit UUID, then the value
+      (`gatt.char_tag`), so `Driver.next_frame()` and a codec assembler work unchanged.
+
+    With a `gatt.GattCharsSpec` the link subscribes to nothing by itself at connect; with an ordinary
+    BleSpec its stream characteristic is subscribed (untagged) as for any byte protocol. UUIDs may be
+    given in 16-bit, 32-bit or 128-bit form. Errors are the LinkError hierarchy; a characteristic the
+    device does not have is a plain LinkError naming what it has.
+    """
+
+    async def read_char(self, uuid: str) -> bytes: ...
+    async def write_char(self, uuid: str, data: bytes, *, response: bool = False) -> None: ...
+    async def start_notify(self, uuid: str) -> None: ...
 
 
 class QueueLink:

@@ -8,6 +8,10 @@ characteristics by UUID *and* property (newer JK modules have two FFE1 character
 notify on the other), pairs with the configured PIN where one is set, and subscribes. Notifications go
 to the queue (`receive()`); a disconnect from the far side ends it with LinkClosed.
 
+It is also a CharLink (links/base.py): `read_char`, `write_char` and `start_notify` work on any
+characteristic of the protocol's service; notifications of characteristics subscribed that way arrive
+tagged (`gatt.char_tag`). With a `GattCharsSpec` (Victron) nothing is subscribed at connect.
+
 Every bleak/D-Bus failure leaves this module as a LinkError subclass (`from exc` kept):
 DeviceNotFound (not advertising / unknown), LinkTimeout, LinkClosed (link or D-Bus connection lost),
 PairingFailed (wrong or missing PIN), LinkError (everything else, with BlueZ's error name).
@@ -44,8 +48,8 @@ from bleak_retry_connector import BleakNotFoundError, establish_connection, get_
 from dbus_fast import DBusError
 
 from ..driver import BleSpec
-from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, QueueLink
-from .gatt import Char, choose
+from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink
+from .gatt import NOTIFY_PROPS, READ_PROPS, WRITE_PROPS, Char, GattCharsSpec, char_tag, choose, find_char, short
 
 log = logging.getLogger("bmsbus.collector.links.ble")
 
@@ -63,10 +67,6 @@ INSUFFICIENT_AUTH = ("Insufficient Authentication", "Insufficient Encryption", "
 # session, so a name-addressed device would otherwise be scanned for on every reconnect.
 _resolved: dict[tuple[str | None, str], BLEDevice] = {}
 _connect_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = WeakKeyDictionary()
-
-
-class PairingFailed(LinkError):
-    """The device wants a bond and pairing with the configured PIN failed (or no PIN is configured)."""
 
 
 def is_mac(address: str) -> bool:
@@ -159,8 +159,11 @@ class BleLink(QueueLink):
         self.client: BleakClient | None = None
         self.device: BLEDevice | None = None
         self.notify_char: BleakGATTCharacteristic | None = None
-        self.write_char: BleakGATTCharacteristic | None = None
+        self.tx_char: BleakGATTCharacteristic | None = None  # the stream's write characteristic
         self.write_response = spec.write_with_response
+        self.table: list[Char] = []  # the service's characteristics, for the CharLink methods
+        self.notifying: dict[int, str] = {}  # handle -> uuid subscribed through start_notify
+        self._by_handle: dict[int, BleakGATTCharacteristic] = {}
         self.connect_seconds: float | None = None
         self.paired_now = False
         self._from_cache = False
@@ -176,6 +179,7 @@ class BleLink(QueueLink):
             raise LinkError(f"{self.name}: link entered twice")
         self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
         self._closed = None
+        self.notifying = {}
         started = time.monotonic()
         try:
             with mapped(self.name, "connect"):
@@ -190,13 +194,14 @@ class BleLink(QueueLink):
                         await self._pair()
                     self._resolve_characteristics()
                     assert self.client is not None and self.notify_char is not None
-                    await self.client.start_notify(self.notify_char, self._on_notify)
+                    if not isinstance(self.spec, GattCharsSpec):
+                        await self.client.start_notify(self.notify_char, self._on_notify)
         except BaseException:
             await self._teardown()
             raise
         self.connect_seconds = time.monotonic() - started
         self.log.debug("%s connected in %.2f s (notify handle %s, write handle %s, %s)", self.name,
-                       self.connect_seconds, self.notify_char.handle, self.write_char and self.write_char.handle,
+                       self.connect_seconds, self.notify_char.handle, self.tx_char and self.tx_char.handle,
                        "with response" if self.write_response else "without response")
         return self
 
@@ -338,13 +343,17 @@ class BleLink(QueueLink):
                 by_handle[c.handle] = c
                 table.append(Char(c.uuid, c.handle, frozenset(c.properties), service.uuid))
         choice = choose(table, self.spec, self.name)
-        self.notify_char, self.write_char = by_handle[choice.notify.handle], by_handle[choice.write.handle]
+        self.table, self._by_handle = table, by_handle
+        self.notify_char, self.tx_char = by_handle[choice.notify.handle], by_handle[choice.write.handle]
         self.write_response = choice.write_response
 
     # -- callbacks -----------------------------------------------------------------------------------
 
     def _on_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         self._deliver(bytes(data))
+
+    def _on_tagged(self, char: BleakGATTCharacteristic, data: bytearray) -> None:
+        self._deliver(char_tag(char.uuid) + bytes(data))
 
     def _on_disconnect(self, client: BleakClient) -> None:
         if client is self.client and self._closed is None:
@@ -356,7 +365,7 @@ class BleLink(QueueLink):
     async def send(self, data: bytes) -> None:
         if self._closed is not None:
             raise LinkClosed(self._closed)
-        client, char = self.client, self.write_char
+        client, char = self.client, self.tx_char
         if client is None or char is None:
             raise LinkClosed(f"{self.name}: not connected")
         step = len(data) if self.write_response else max(20, char.max_write_without_response_size)
@@ -364,6 +373,42 @@ class BleLink(QueueLink):
             async with asyncio.timeout(self.io_timeout):
                 for i in range(0, len(data), step or 1):
                     await client.write_gatt_char(char, data[i:i + step], response=self.write_response)
+
+    # -- CharLink --------------------------------------------------------------------------------------
+
+    def _char(self, uuid: str, wanted: frozenset[str]) -> tuple[BleakClient, BleakGATTCharacteristic]:
+        if self._closed is not None:
+            raise LinkClosed(self._closed)
+        client = self.client
+        if client is None:
+            raise LinkClosed(f"{self.name}: not connected")
+        return client, self._by_handle[find_char(self.table, self.spec.service, uuid, wanted, self.name).handle]
+
+    async def read_char(self, uuid: str) -> bytes:
+        client, char = self._char(uuid, READ_PROPS)
+        with mapped(self.name, f"read {short(char.uuid)}"):
+            async with asyncio.timeout(self.io_timeout):
+                return bytes(await client.read_gatt_char(char))
+
+    async def write_char(self, uuid: str, data: bytes, *, response: bool = False) -> None:
+        client, char = self._char(uuid, WRITE_PROPS)
+        if ("write" if response else "write-without-response") not in char.properties:
+            response = not response  # the only mode this characteristic offers
+        with mapped(self.name, f"write {short(char.uuid)}"):
+            async with asyncio.timeout(self.io_timeout):
+                await client.write_gatt_char(char, data, response=response)
+
+    async def start_notify(self, uuid: str) -> None:
+        client, char = self._char(uuid, NOTIFY_PROPS)
+        if char.handle in self.notifying:
+            return
+        if char is self.notify_char and not isinstance(self.spec, GattCharsSpec):
+            raise LinkError(f"{self.name}: {short(char.uuid)} is this link's stream characteristic (already "
+                            "subscribed, untagged)")
+        with mapped(self.name, f"subscribe {short(char.uuid)}"):
+            async with asyncio.timeout(self.io_timeout):
+                await client.start_notify(char, self._on_tagged)
+        self.notifying[char.handle] = char.uuid
 
 
 async def scan(timeout: float = 5.0, adapter: str | None = None) -> list[tuple[BLEDevice, AdvertisementData]]:

@@ -13,9 +13,14 @@ Layers:
   (V3), lists services, picks characteristics like the BlueZ link (gatt.choose), enables notifications
   (and writes the CCCD itself, as proxies with remote caching expect), and streams notifications into the
   queue. A device disconnect or the proxy's API connection dropping ends the link with LinkClosed.
+  It is also a CharLink (links/base.py): `read_char` / `write_char` / `start_notify` by UUID on the
+  protocol's service, notifications of characteristics subscribed that way tagged (`gatt.char_tag`);
+  with a `GattCharsSpec` (Victron) nothing is subscribed at connect. Proxies cannot pair with a PIN: a
+  device that answers "insufficient authentication/encryption" is a PairingFailed saying so.
 
 aioesphomeapi errors leave as LinkError subclasses: TimeoutAPIError/TimeoutError -> LinkTimeout;
-dropped BLE or API connection -> LinkClosed; wrong key / password -> ProxyAuthError; others -> LinkError.
+dropped BLE or API connection -> LinkClosed; wrong key / password -> ProxyAuthError; a GATT error
+"insufficient authentication / authorization / encryption" -> PairingFailed; others -> LinkError.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from weakref import WeakKeyDictionary
 from aioesphomeapi import APIClient, APIConnectionError
 from aioesphomeapi.core import (
     BluetoothConnectionDroppedError,
+    BluetoothGATTAPIError,
     ConnectionNotEstablishedAPIError,
     HandshakeAPIError,
     InvalidAuthAPIError,
@@ -43,13 +49,27 @@ from aioesphomeapi.core import (
 from aioesphomeapi.model import BluetoothProxyFeature
 
 from ..driver import BleSpec
-from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, QueueLink
-from .gatt import Char, Choice, choose, property_names, uuid128
+from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink
+from .gatt import (
+    NOTIFY_PROPS,
+    READ_PROPS,
+    WRITE_PROPS,
+    Char,
+    Choice,
+    GattCharsSpec,
+    char_tag,
+    choose,
+    find_char,
+    property_names,
+    short,
+    uuid128,
+)
 
 log = logging.getLogger("bmsbus.collector.links.esphome")
 
 CCCD = uuid128("2902")
 STALE_SIGHTING = 120.0  # s: an advertisement older than this does not count as "hears the device"
+GATT_AUTH_ERRORS = {5: "insufficient authentication", 8: "insufficient authorization", 15: "insufficient encryption"}
 
 
 class ProxyAuthError(LinkError):
@@ -140,6 +160,12 @@ def mapped(target: str, action: str) -> Iterator[None]:
         raise LinkError(f"{prefix}: {exc}") from exc
     except (BluetoothConnectionDroppedError, SocketClosedAPIError, ConnectionNotEstablishedAPIError) as exc:
         raise LinkClosed(f"{prefix}: {exc}") from exc
+    except BluetoothGATTAPIError as exc:
+        reason = GATT_AUTH_ERRORS.get(exc.error.error)
+        if reason is not None:
+            raise PairingFailed(f"{prefix}: the device wants a bond ({reason}); an ESPHome proxy cannot pair with "
+                                "a PIN: connect it with a local adapter and `pin:`") from exc
+        raise LinkError(f"{prefix}: {exc}") from exc
     except APIConnectionError as exc:
         raise LinkError(f"{prefix}: {exc}") from exc
     except (ConnectionError, OSError) as exc:
@@ -441,6 +467,9 @@ class EsphomeLink(QueueLink):
         self.proxy: Proxy | None = None
         self.mac: str | None = None
         self.choice: Choice | None = None
+        self.table: list[Char] = []  # the device's characteristics, for the CharLink methods
+        self.cccd: dict[int, int] = {}  # characteristic handle -> its CCCD descriptor handle
+        self.notifying: dict[int, str] = {}  # handle -> uuid, everything we subscribed
         self.mtu = 23
         self.connect_seconds: float | None = None
         self._pool: ProxyPool | None = None
@@ -456,6 +485,7 @@ class EsphomeLink(QueueLink):
         self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
         self._closed = None
         self._connected = False
+        self.notifying = {}
         started = time.monotonic()
         stack = self._stack = contextlib.AsyncExitStack()
         try:
@@ -528,13 +558,19 @@ class EsphomeLink(QueueLink):
                     if uuid128(d.uuid) == CCCD:
                         cccd[c.handle] = d.handle
         self.choice = choice = choose(table, self.spec, self.name)
-        await client.bluetooth_gatt_start_notify(address, choice.notify.handle, self._on_notify)
+        self.table, self.cccd = table, cccd
+        if not isinstance(self.spec, GattCharsSpec):
+            await self._subscribe(client, proxy, address, choice.notify, self._on_notify)
+
+    async def _subscribe(self, client: APIClient, proxy: Proxy, address: int, char: Char, callback: Any) -> None:
+        await client.bluetooth_gatt_start_notify(address, char.handle, callback)
+        self.notifying[char.handle] = char.uuid
         if proxy.feature_flags & BluetoothProxyFeature.REMOTE_CACHING:
             # The proxy no longer resolves descriptors itself; enabling the CCCD is our job.
-            if choice.notify.handle not in cccd:
-                raise LinkError(f"{self.name}: notify characteristic {choice.notify.handle} has no CCCD")
-            value = b"\x01\x00" if "notify" in choice.notify.properties else b"\x02\x00"
-            await client.bluetooth_gatt_write_descriptor(address, cccd[choice.notify.handle], value)
+            if char.handle not in self.cccd:
+                raise LinkError(f"{self.name}: notify characteristic {char.handle} has no CCCD")
+            value = b"\x01\x00" if "notify" in char.properties else b"\x02\x00"
+            await client.bluetooth_gatt_write_descriptor(address, self.cccd[char.handle], value)
 
     async def _disconnect(self, proxy: Proxy, address: int) -> None:
         cancel = getattr(self, "_cancel_state", None)
@@ -543,8 +579,8 @@ class EsphomeLink(QueueLink):
         was_connected, self._connected = self._connected, False
         if client is not None and was_connected:
             with contextlib.suppress(APIConnectionError, TimeoutError, OSError):
-                if self.choice is not None:
-                    client.bluetooth_gatt_stop_notify(address, self.choice.notify.handle)
+                for handle in list(self.notifying):
+                    client.bluetooth_gatt_stop_notify(address, handle)
                 async with asyncio.timeout(5):
                     await client.bluetooth_device_disconnect(address, timeout=5)
         if cancel is not None:
@@ -567,6 +603,51 @@ class EsphomeLink(QueueLink):
                 for i in range(0, len(data), step or 1):
                     await client.bluetooth_gatt_write(mac_to_int(self.mac), choice.write.handle, data[i:i + step],
                                                       choice.write_response, timeout=self.io_timeout)
+
+    # -- CharLink --------------------------------------------------------------------------------------
+
+    def _char(self, uuid: str, wanted: frozenset[str]) -> tuple[APIClient, Proxy, int, Char]:
+        if self._closed is not None:
+            raise LinkClosed(self._closed)
+        proxy = self.proxy
+        client = proxy.client if proxy is not None else None
+        if proxy is None or client is None or self.mac is None or not self._connected:
+            raise LinkClosed(f"{self.name}: not connected")
+        return client, proxy, mac_to_int(self.mac), find_char(self.table, self.spec.service, uuid, wanted, self.name)
+
+    def _where(self, action: str, char: Char) -> str:
+        return f"{self.name} via {self.proxy.cfg.label if self.proxy else '?'}: {action} {short(char.uuid)}"
+
+    async def read_char(self, uuid: str) -> bytes:
+        client, _proxy, address, char = self._char(uuid, READ_PROPS)
+        with mapped(self._where("read", char), "gatt"):
+            async with asyncio.timeout(self.io_timeout + 1):
+                return bytes(await client.bluetooth_gatt_read(address, char.handle, timeout=self.io_timeout))
+
+    async def write_char(self, uuid: str, data: bytes, *, response: bool = False) -> None:
+        client, _proxy, address, char = self._char(uuid, WRITE_PROPS)
+        if ("write" if response else "write-without-response") not in char.properties:
+            response = not response  # the only mode this characteristic offers
+        with mapped(self._where("write", char), "gatt"):
+            async with asyncio.timeout(self.io_timeout + 1):
+                await client.bluetooth_gatt_write(address, char.handle, bytes(data), response, timeout=self.io_timeout)
+
+    async def start_notify(self, uuid: str) -> None:
+        client, proxy, address, char = self._char(uuid, NOTIFY_PROPS)
+        if char.handle in self.notifying:
+            if self.choice is not None and char.handle == self.choice.notify.handle \
+                    and not isinstance(self.spec, GattCharsSpec):
+                raise LinkError(f"{self.name}: {short(char.uuid)} is this link's stream characteristic (already "
+                                "subscribed, untagged)")
+            return
+        tag = char_tag(char.uuid)
+
+        def on_notify(_handle: int, data: bytearray) -> None:
+            self._deliver(tag + bytes(data))
+
+        with mapped(self._where("subscribe", char), "gatt"):
+            async with asyncio.timeout(self.io_timeout + 1):
+                await self._subscribe(client, proxy, address, char, on_notify)
 
 
 async def scan(proxies: Sequence[ProxyConfig], timeout: float = 5.0) -> list[tuple[Proxy, Sighting]]:

@@ -3,6 +3,10 @@
 By UUID *and* property: newer JK modules carry two characteristics with the same UUID (FFE1), a write-only
 one and a notify-only one; older ones a single FFE1 doing both. The write mode is the protocol's
 (`BleSpec.write_with_response`) where the characteristic offers it, else the one it offers.
+
+Also the pieces every backend's CharLink (links/base.py) shares: `GattCharsSpec` (the spec of a device used
+characteristic by characteristic), `find_char` (a characteristic by UUID and wanted property) and `char_tag`
+(how a subscribed characteristic's notifications are tagged on the way to `receive()`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,24 @@ def property_names(bits: int) -> frozenset[str]:
     return frozenset(name for bit, name in PROPERTY_BITS.items() if bits & bit)
 
 
+TAG_LEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class GattCharsSpec(BleSpec):
+    """A BleSpec for a device used characteristic by characteristic through CharLink (Victron SmartShunt).
+
+    `notify` and `write` still name one notify and the write characteristic, so a connect fails early on a
+    device without them, but the link subscribes to nothing by itself: the driver calls `start_notify` for
+    each characteristic it wants, and those notifications arrive tagged (`char_tag`)."""
+
+
+def char_tag(uuid: str) -> bytes:
+    """The 4-byte tag of a characteristic's values in `receive()`: the big-endian 32-bit prefix of its
+    128-bit UUID (`6597ed8d-4bda-…` -> 65 97 ed 8d; `ffe1` -> 00 00 ff e1)."""
+    return bytes.fromhex(uuid128(uuid)[:8])
+
+
 @dataclass(frozen=True, slots=True)
 class Char:
     uuid: str  # 128-bit, lower case
@@ -71,3 +93,19 @@ def choose(chars: Iterable[Char], spec: BleSpec, who: str) -> Choice:
     write = writes[0]
     response = spec.write_with_response if wanted in write.properties else not spec.write_with_response
     return Choice(notify[0], write, response)
+
+
+def find_char(chars: Iterable[Char], service: str, uuid: str, wanted: frozenset[str], who: str) -> Char:
+    """The characteristic `uuid` of `service` with one of the `wanted` properties (READ / WRITE_PROPS /
+    NOTIFY_PROPS); several with the same UUID (the JK layout): the lowest handle. A clear LinkError otherwise."""
+    service, uuid = uuid128(service), uuid128(uuid)
+    table = [c for c in chars if c.service in ("", service)]
+    hits = sorted((c for c in table if c.uuid == uuid and c.properties & wanted), key=lambda c: c.handle)
+    if not hits:
+        have = ", ".join(f"{short(c.uuid)}@{c.handle}:{'/'.join(sorted(c.properties))}" for c in table)
+        raise LinkError(f"{who}: service {short(service)} has no {'/'.join(sorted(wanted))} characteristic "
+                        f"{short(uuid)} (has {have or 'none'})")
+    return hits[0]
+
+
+READ_PROPS = frozenset({"read"})

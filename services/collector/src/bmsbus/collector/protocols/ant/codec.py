@@ -71,13 +71,19 @@ STATUS_FIELDS: Final = FieldTable((
 ), byteorder="little")
 STATUS_END: Final = 74  # through the u32 balance bitmask at 70
 STATUS_DETAILS: Final = FieldTable((
-    Field("charge_mos_code", 46, 1), Field("discharge_mos_code", 47, 1), Field("balancer_code", 48, 1),
+    Field("mos_code_46", 46, 1), Field("mos_code_47", 47, 1), Field("balancer_code", 48, 1),
     Field("max_cell_voltage", 74, 2, scale=0.001), Field("max_cell", 76, 2),
     Field("min_cell_voltage", 78, 2, scale=0.001), Field("min_cell", 80, 2),
     Field("delta_cell_voltage", 82, 2, scale=0.001),
 ), byteorder="little")
-CHARGE_CODE_AT: Final = 46
-DISCHARGE_CODE_AT: Final = 47
+# MOS status codes: byte 46 (+B) is the DISCHARGE MOS, 47 the CHARGE MOS (batmon-ha's order; aiobmsble and
+# esphome-ant-bms read them the other way round). The two real full-charge frames (batmon's 8S LFP capture
+# at 3.54 V/cell, esphome-ant-bms's documented 14S NMC frame at 4.11 V/cell; both I = 0, SoC 96-100 %,
+# protection bit 0x02) carry 46 = 1, 47 = 2: code 2 is "cell overvoltage" on the charge side and "cell
+# undervoltage" on the discharge side, and only this order makes them say "charge MOS off: cell
+# overvoltage". `charge_first=True` decodes the other order. protocols.md §7.2; docs/bms/ant.md.
+DISCHARGE_CODE_AT: Final = 46
+CHARGE_CODE_AT: Final = 47
 BALANCER_AT: Final = 48
 BALANCE_MASK_AT: Final = 70
 
@@ -242,9 +248,9 @@ def mos_alarms(charge_code: int, discharge_code: int) -> tuple[list[str], int]:
     return alarms, problem
 
 
-def decode_status(frame: Frame, *, swap_mos: bool = False) -> Reading:
-    """The status reply. `swap_mos` reads byte 46 as the discharge and 47 as the charge MOS status
-    (batmon's order; the default is aiobmsble's and esphome-ant-bms's, protocols.md §7.2)."""
+def decode_status(frame: Frame, *, charge_first: bool = False) -> Reading:
+    """The status reply. MOS status codes: byte 46 (+B) discharge, 47 charge (see DISCHARGE_CODE_AT);
+    `charge_first` reads 46 as the charge and 47 as the discharge MOS (aiobmsble's / esphome-ant-bms's order)."""
     raw = _status_raw(frame)
     cells, sensors = raw[CELL_COUNT_AT], raw[TEMP_COUNT_AT]
     b = _shift(raw)
@@ -259,7 +265,7 @@ def decode_status(frame: Frame, *, swap_mos: bool = False) -> Reading:
     if mos != ABSENT_TEMPERATURE:
         out["mos_temperature"] = float(mos)
     charge_code, discharge_code = raw[CHARGE_CODE_AT + b], raw[DISCHARGE_CODE_AT + b]
-    if swap_mos:
+    if charge_first:
         charge_code, discharge_code = discharge_code, charge_code
     out["switches"] = {"charge": charge_code == MOS_ON, "discharge": discharge_code == MOS_ON,
                        "balance": bool(raw[BALANCER_AT + b] & BALANCING_BIT)}

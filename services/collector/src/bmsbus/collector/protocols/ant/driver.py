@@ -2,8 +2,10 @@
 register writes for the charge/discharge/balance switches.
 
 Options: `secret` for units that want the optional authentication (func 0x23, sent once at open);
-`swap_mos_status: true` reads byte 46 as the discharge and 47 as the charge MOS status (batmon's order;
-protocols.md §7.2 leaves the order open, the default follows aiobmsble and esphome-ant-bms).
+`mos_status_order`: `discharge_first` (default: byte 46 is the discharge MOS status, 47 the charge MOS, what
+both real full-charge frames show, see codec.DISCHARGE_CODE_AT) or `charge_first` (aiobmsble's and
+esphome-ant-bms's reading). The older `swap_mos_status` is still read as it was documented: true =
+discharge first, false = charge first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from ...driver import Driver
 from . import codec as ant
 
 OPTIONAL_TIMEOUT = 3.0
+MOS_ORDERS = ("discharge_first", "charge_first")
+
+
+def mos_order(options: dict[str, Any]) -> str:
+    """`mos_status_order`, or the legacy `swap_mos_status` (true = batmon's = discharge first), else the default."""
+    if "mos_status_order" in options:
+        order = str(options["mos_status_order"]).lower()
+        if order not in MOS_ORDERS:
+            raise UsageError(f"ant mos_status_order must be one of {', '.join(MOS_ORDERS)}, not {order!r}")
+        return order
+    if "swap_mos_status" in options:
+        return "discharge_first" if options["swap_mos_status"] else "charge_first"
+    return "discharge_first"
 
 
 class AntDriver(Driver):
@@ -29,7 +44,7 @@ class AntDriver(Driver):
         opts = self.options.options
         secret = opts.get("secret")
         self.secret = None if secret in (None, "") else str(secret)
-        self.swap_mos = bool(opts.get("swap_mos_status", False))
+        self.mos_status_order = mos_order(opts)
 
     def new_assembler(self) -> ant.AntAssembler:
         return ant.AntAssembler()
@@ -48,7 +63,7 @@ class AntDriver(Driver):
 
     async def read(self) -> Reading:
         frame = await self.transact(ant.build_status_request(), lambda f: f.kind == ant.REPLY_STATUS)
-        return ant.decode_status(frame, swap_mos=self.swap_mos)
+        return ant.decode_status(frame, charge_first=self.mos_status_order == "charge_first")
 
     async def set_switch(self, name: str, on: bool) -> None:
         if name not in self.switches:

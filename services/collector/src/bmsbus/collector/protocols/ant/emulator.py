@@ -3,7 +3,9 @@
 Answers the status request (0x01 -> 0x11), device info (0x02 -> 0x12, with the real units' six extra bytes
 after the CRC unless `exact_device_info`), the optional authentication (0x23) and register writes (0x51:
 charge/discharge/balance on/off, acknowledged with a 0x61 frame). `state.alarms` low byte is an abnormal
-charge-MOS status code, the next byte an abnormal discharge-MOS code (0 = normal).
+charge-MOS status code, the next byte an abnormal discharge-MOS code (0 = normal). The MOS codes go out
+discharge first (byte 46), charge second (47), as the real frames show (codec.DISCHARGE_CODE_AT);
+`charge_first=True` emulates a unit with the other order.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def _s(value: float, size: int) -> bytes:
 
 class AntEmulator:
     def __init__(self, state: PackState, *, secret: str | None = None, exact_device_info: bool = False,
-                 faults: Faults | None = None, seed: int = 0) -> None:
+                 charge_first: bool = False, faults: Faults | None = None, seed: int = 0) -> None:
         self.state = state
+        self.charge_first = charge_first
         self.secret = secret
         self.authenticated = secret is None
         self.exact_device_info = exact_device_info
@@ -106,8 +109,9 @@ class AntEmulator:
         d += b"".join(_s(t, 2) for t in temps)
         d += _s(s.mos_temperature, 2) + _s(s.mos_temperature, 2)  # MOS, balancer
         d += _u(s.voltage * 100, 2) + _s(s.current * 10, 2) + _u(s.soc, 2) + _u(s.soh, 2)
-        d += bytes((self._code("charge", s.alarms & 0xFF), self._code("discharge", s.alarms >> 8 & 0xFF),
-                    0x04 if s.switches.get("balance", True) else 0x00, 0))
+        charge, discharge = self._code("charge", s.alarms & 0xFF), self._code("discharge", s.alarms >> 8 & 0xFF)
+        d += bytes((charge, discharge) if self.charge_first else (discharge, charge))
+        d += bytes((0x04 if s.switches.get("balance", True) else 0x00, 0))
         d += _u(s.design_capacity * 1e6, 4) + _u(s.charge * 1e6, 4) + _u(s.cycle_charge * 1000, 4)
         d += _s(s.voltage * s.current, 4) + _u(s.uptime, 4) + _u(mask, 4)
         d += _u(hi, 2) + _u(mv.index(hi) + 1, 2) + _u(lo, 2) + _u(mv.index(lo) + 1, 2) + _u(hi - lo, 2)

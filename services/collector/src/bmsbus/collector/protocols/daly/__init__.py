@@ -1,12 +1,13 @@
 """Daly BMS: the 0xA5 protocol (old BLE modules `daly`, RS485/UART `daly_uart`) and the D2 Modbus protocol
-over BLE (`daly2`, modules named DL-...). protocols.md §4, §5; docs/bms/daly.md."""
+over BLE (`daly2`, modules named DL-..., including the "p81" variant of ESS-DL-BMS modules, detected at
+connect). protocols.md §4, §5; docs/bms/daly.md."""
 
 from __future__ import annotations
 
 from ...driver import BleSpec, ProtocolEntry, SerialSpec
 from . import a5, d2
 from .driver import DalyA5Driver, DalyBleDriver, DalyD2Driver
-from .emulator import DalyA5Emulator, DalyD2Emulator
+from .emulator import DalyA5Emulator, DalyD2Emulator, DalyP81Emulator
 
 # Old A5 modules have no fixed GATT layout (protocols.md §4.3); FFF0/FFF1/FFF2 is the common one.
 A5_BLE = BleSpec(service="fff0", notify="fff1", write="fff2")
@@ -27,10 +28,11 @@ PROTOCOLS: tuple[ProtocolEntry, ...] = (
     ),
     ProtocolEntry(
         name="daly2", family="daly", driver=DalyD2Driver, ble=D2_BLE,
-        description="Daly D2 Modbus protocol over Bluetooth (modules named DL-...)",
+        description="Daly D2 Modbus protocol over Bluetooth (modules named DL-...; also the p81 variant)",
         emulator=DalyD2Emulator,
         decode=d2.decode_chunks,
     ),
 )
 
-__all__ = ["PROTOCOLS", "DalyA5Driver", "DalyBleDriver", "DalyD2Driver", "DalyA5Emulator", "DalyD2Emulator"]
+__all__ = ["PROTOCOLS", "DalyA5Driver", "DalyBleDriver", "DalyD2Driver", "DalyA5Emulator", "DalyD2Emulator",
+           "DalyP81Emulator"]

@@ -9,7 +9,8 @@ Current: `(raw - 30000) * 0.1 A`, raw > 30000 = charging (captures with status 0
 carry raw < 30000), i.e. already + = charging.
 
 The "p81" variant (ESS-DL-BMS: requests start 0x81, replies 0x51) shares the framing but not the
-register map; its replies are recognised and rejected with UnsupportedFrame.
+register map: its codec is p81.py. The D2 decoders reject its replies with UnsupportedFrame; `describe`
+(`bmsbus decode daly2`) hands them to p81.describe, so one stream may hold both.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from ...codec import DeviceInfo, Frame, Reading, UnsupportedFrame, UsageError, a
 from .. import modbus_rtu
 from ..decode_util import decode_stream, device_info_dict
 from ..fields import Field, FieldTable, bits_set
+from . import p81
 from .alarms import failure_alarms
 
 ADDRESS: Final = 0xD2
-P81_REPLY: Final = 0x51  # replies of the unsupported 0x81 variant
+P81_REPLY: Final = p81.REPLY_ADDRESS  # replies of the 0x81 variant (p81.py)
 
 STATUS_REGISTERS: Final = 62
 STATUS_REGISTERS_LONG: Final = 80
@@ -124,7 +126,7 @@ def _reg(data: bytes, register: int) -> int:
 
 def _check(frame: Frame) -> None:
     if frame.address == P81_REPLY:
-        raise UnsupportedFrame("Daly p81 (0x81/0x51, ESS-DL-BMS) register map is not supported")
+        raise UnsupportedFrame("a Daly p81 reply (0x51, ESS-DL-BMS) is not a D2 frame; decode it with p81.py")
     if (code := modbus_rtu.exception_code(frame)) is not None:
         raise UnsupportedFrame(f"Daly D2 Modbus exception {code:#04x} to function {int(frame.kind) & 0x7F:#04x}")
 
@@ -231,7 +233,9 @@ def describe(frame: Frame) -> dict[str, Any]:
     """One reply as a JSON-able dict. A read reply does not say which register it starts at, so the
     block is told by its size: 124/160 status, 18 the 0x3E extension, 64 version, 82 settings from 0x80,
     6 password, 2 a single register."""
-    _check(frame)  # rejects p81 and exception replies
+    if frame.address == P81_REPLY:
+        return p81.describe(frame)
+    _check(frame)  # rejects exception replies
     out: dict[str, Any] = {"frame_type": f"{frame.kind:#04x}", "address": frame.address}
     if frame.kind == modbus_rtu.WRITE_SINGLE:
         register, value = write_echo(frame)

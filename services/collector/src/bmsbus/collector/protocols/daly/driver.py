@@ -1,10 +1,12 @@
-"""Daly drivers: the A5 conversation (BLE `daly`, RS485/UART `daly_uart`) and the D2 Modbus one (`daly2`).
+"""Daly drivers: the A5 conversation (BLE `daly`, RS485/UART `daly_uart`) and the D2 Modbus one (`daly2`,
+which also speaks the "p81" variant of ESS-DL-BMS modules).
 
 Options (`options:` in the device config):
 - A5: `address` host address to send with (default 0x80 for `daly`, 0x40 for `daly_uart`; replies are
   accepted whatever we send with); `current_sign`: `auto` (default: learn it from the 0x93 state byte,
   protocols.md §4.5), `normal` (raw > 30000 = discharging, most firmware) or `inverted`.
-- D2: `status_registers` 62 or 80 (default: try 80 once at open, fall back to 62).
+- D2: `status_registers` 62 or 80 (default: try 80 once at open, fall back to 62); `variant`: `auto`
+  (default: a device silent to D2 requests is asked in the p81 form, as aiobmsble does), `d2` or `p81`.
 The device-level `invert_current: true` of the config flips the result for any type, on top of this.
 """
 
@@ -17,12 +19,13 @@ from typing import Any, ClassVar
 from ...codec import CodecError, DeviceInfo, Frame, Reading, UnsupportedFrame, UsageError, merge
 from ...driver import Driver
 from .. import modbus_rtu
-from . import a5, d2
+from . import a5, d2, p81
 from .a5 import Cmd
 
 OPTIONAL_TIMEOUT = 2.0  # for reads some firmware does not answer
 SIGN_CONFIRMATIONS = 2  # consecutive state/current disagreements before the learned sign flips
 CURRENT_SIGNS: dict[str, bool | None] = {"auto": None, "normal": False, "inverted": True}
+D2_VARIANTS = ("auto", "d2", "p81")
 
 
 def _int_option(value: Any) -> int:
@@ -166,7 +169,8 @@ class DalyBleDriver(DalyA5Driver):
 
 
 class DalyD2Driver(Driver):
-    """Daly D2 Modbus protocol over BLE (modules named DL-...)."""
+    """Daly D2 Modbus protocol over BLE (modules named DL-...), and its p81 variant (ESS-DL-BMS: requests to
+    0x81, replies from 0x51, another register map; read-only, see p81.py)."""
 
     protocol: ClassVar[str] = "daly2"
     quantities = frozenset({"voltage", "current", "power", "soc", "charge", "design_capacity", "cycles",
@@ -181,6 +185,13 @@ class DalyD2Driver(Driver):
         if regs is not None and int(regs) not in (d2.STATUS_REGISTERS, d2.STATUS_REGISTERS_LONG):
             raise UsageError(f"daly2 status_registers must be 62 or 80, not {regs!r}")
         self.status_registers: int | None = None if regs is None else int(regs)
+        variant = str(opts.get("variant", "auto")).lower()
+        if variant not in D2_VARIANTS:
+            raise UsageError(f"daly2 variant must be one of {', '.join(D2_VARIANTS)}, not {variant!r}")
+        if variant == "p81" and regs is not None:
+            raise UsageError("daly2 status_registers is a D2 setting; it does not apply to variant p81")
+        self.variant = "d2" if variant == "auto" and regs is not None else variant
+        self.p81_second_block = True
         self.extension = True  # the separate 0x3E block (62-register devices)
         self.balancer_switch = True
         self.design_capacity: float | None = None
@@ -188,31 +199,67 @@ class DalyD2Driver(Driver):
     def new_assembler(self) -> modbus_rtu.ModbusRtuAssembler:
         return d2.new_assembler()
 
-    async def _read(self, register: int, count: int, timeout: float | None = None) -> Frame:
+    async def _read(self, register: int, count: int, timeout: float | None = None, *, variant: str = "d2") -> Frame:
+        address = p81.REPLY_ADDRESS if variant == "p81" else d2.ADDRESS
+        request = (p81.read_request if variant == "p81" else d2.read_request)(register, count)
+
         def accept(f: Frame) -> bool:
-            if f.address != d2.ADDRESS:
+            if f.address != address:
                 return False
             if modbus_rtu.exception_code(f) is not None:
                 return int(f.kind) & 0x7F == modbus_rtu.READ_HOLDING
             return f.kind == modbus_rtu.READ_HOLDING and f.raw[2] == 2 * count
 
-        frame = await self.transact(d2.read_request(register, count), accept, timeout)
+        frame = await self.transact(request, accept, timeout)
         if (code := modbus_rtu.exception_code(frame)) is not None:
-            raise UnsupportedFrame(f"Daly D2 refused to read {count} registers at {register:#06x} "
+            raise UnsupportedFrame(f"Daly {variant} refused to read {count} registers at {register:#06x} "
                                    f"(exception {code:#04x})")
         return frame
 
-    async def _optional(self, register: int, count: int) -> Frame | None:
+    async def _optional(self, register: int, count: int, *, variant: str = "d2") -> Frame | None:
         try:
-            return await self._read(register, count, min(OPTIONAL_TIMEOUT, self.options.request_timeout))
+            return await self._read(register, count, min(OPTIONAL_TIMEOUT, self.options.request_timeout),
+                                    variant=variant)
         except (TimeoutError, CodecError) as err:
-            self.log.debug("Daly D2 read of %d registers at %#06x failed: %s", count, register, err or "timeout")
+            self.log.debug("Daly %s read of %d registers at %#06x failed: %s", variant, count, register,
+                           err or "timeout")
             return None
 
     def writable_switches(self) -> tuple[str, ...]:
+        if self.variant == "p81":
+            return ()
         return self.switches if self.balancer_switch else ("charge", "discharge")
 
+    async def _detect(self) -> None:
+        """`variant: auto`: a D2 device answers the 80-register read or refuses it; one that stays silent is
+        asked the p81 way, and if that stays silent too it is taken for a 62-register D2 device."""
+        try:
+            await self._read(0, d2.STATUS_REGISTERS_LONG, min(OPTIONAL_TIMEOUT, self.options.request_timeout))
+            self.variant, self.status_registers = "d2", d2.STATUS_REGISTERS_LONG
+            return
+        except CodecError as err:
+            self.log.debug("Daly D2 80-register read refused: %s", err)
+            self.variant, self.status_registers = "d2", d2.STATUS_REGISTERS
+            return
+        except TimeoutError:
+            pass
+        if await self._optional(*p81.STATUS_A, variant="p81") is not None:
+            self.log.info("Daly answers the p81 protocol (requests 0x81, replies 0x51)")
+            self.variant = "p81"
+        else:
+            self.variant, self.status_registers = "d2", d2.STATUS_REGISTERS
+
+    async def _open_p81(self) -> DeviceInfo:
+        version = await self._optional(*p81.VERSION, variant="p81")
+        info = p81.decode_version(version) if version is not None else DeviceInfo(manufacturer="Daly")
+        info.extra["protocol"] = "p81"
+        return info
+
     async def open(self) -> DeviceInfo:
+        if self.variant == "auto":
+            await self._detect()
+        if self.variant == "p81":
+            return await self._open_p81()
         if self.status_registers is None:
             probe = await self._optional(0, d2.STATUS_REGISTERS_LONG)
             self.status_registers = d2.STATUS_REGISTERS_LONG if probe is not None else d2.STATUS_REGISTERS
@@ -225,7 +272,17 @@ class DalyD2Driver(Driver):
         info.extra.update({"protocol": "D2", "status_registers": str(self.status_registers)})
         return info
 
+    async def _read_p81(self) -> Reading:
+        first = await self._read(*p81.STATUS_A, variant="p81")
+        second = await self._optional(*p81.STATUS_B, variant="p81") if self.p81_second_block else None
+        if second is None and self.p81_second_block:
+            self.p81_second_block = False
+            self.log.info("Daly p81 does not answer registers 0x41..; no capacity, cycles or MOS states")
+        return p81.decode_status(first, second)
+
     async def read(self) -> Reading:
+        if self.variant == "p81":
+            return await self._read_p81()
         if self.status_registers is None:
             self.status_registers = d2.STATUS_REGISTERS
         reading = d2.decode_status(await self._read(0, self.status_registers))
@@ -246,6 +303,9 @@ class DalyD2Driver(Driver):
         return reading
 
     async def set_switch(self, name: str, on: bool) -> None:
+        if self.variant == "p81":
+            raise UsageError(f"{self.protocol} (p81 variant) has no writable switches: the MOS control registers "
+                             "are not known with confidence")
         if name not in self.writable_switches():
             raise UsageError(f"{self.protocol} cannot set switch {name!r}")
         request = d2.switch_request(name, on)

@@ -6,6 +6,8 @@
 - `DalyD2Emulator`: the D2 Modbus protocol (responder 0xD2). `long_status=False` emulates a 62-register
   device (an 80-register read gets an illegal-address exception); `extension=False` a device that does not
   answer the 0x3E block at all.
+- `DalyP81Emulator`: the p81 variant (ESS-DL-BMS: requests to 0x81, replies from 0x51, p81.py's register
+  map). Silent to D2 requests, as the real one is; it refuses writes (bmsbus sends none).
 
 Both apply switch writes to the state; `state.alarms` is used as the raw 64-bit failure word (A5 0x98
 bytes 0..7, D2 registers 0x3A..0x3D).
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from ...codec import CodecError, drain
 from ...emulation.base import Faults, PackState, apply_faults
 from .. import modbus_rtu
-from . import a5, d2
+from . import a5, d2, p81
 from .a5 import Cmd
 
 U64 = (1 << 64) - 1
@@ -219,4 +221,70 @@ class DalyD2Emulator:
         if d2.PASSWORD_START <= r < d2.PASSWORD_START + 3:
             i = 2 * (r - d2.PASSWORD_START)
             return int.from_bytes(b"123456"[i : i + 2], "big")
+        return 0
+
+
+class DalyP81Emulator:
+    def __init__(self, state: PackState, *, faults: Faults | None = None, seed: int = 0) -> None:
+        self.state = state
+        self.faults = faults or Faults()
+        self.rng = random.Random(seed)
+        self.parser = modbus_rtu.RequestParser({p81.REQUEST_ADDRESS})
+        self.requests: list[modbus_rtu.Request] = []
+
+    def tick(self, now: float) -> list[bytes]:
+        return []
+
+    def receive(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for req in self.parser.feed(data):
+            self.requests.append(req)
+            out.extend(self.answer(req))
+        return apply_faults(out, self.faults, self.rng)
+
+    def answer(self, req: modbus_rtu.Request) -> list[bytes]:
+        if req.function != modbus_rtu.READ_HOLDING:
+            return [modbus_rtu.exception_reply(p81.REPLY_ADDRESS, req.function, 0x01)]
+        if req.value == 0 or req.value > 125:
+            return [modbus_rtu.exception_reply(p81.REPLY_ADDRESS, req.function, 0x03)]
+        data = b"".join(self.register(r).to_bytes(2, "big") for r in range(req.register, req.register + req.value))
+        return [modbus_rtu.read_reply(p81.REPLY_ADDRESS, data, req.function)]
+
+    def _strings(self) -> bytes:
+        s = self.state
+        return b"".join(text.encode()[:14].ljust(14, b"\0") for text in (s.sw_version, s.model, s.hw_version,
+                                                                         s.serial or ""))
+
+    def register(self, r: int) -> int:  # noqa: C901 - one table
+        s = self.state
+        cells = s.cell_voltages[: p81.MAX_CELLS]
+        temps = s.temperatures[: p81.MAX_TEMPS]
+        mv = [_u16(v * 1000) for v in cells] or [0]
+        traw = [_temperature(t) for t in temps] or [p81.TEMPERATURE_ABSENT]
+        if r < 0x30:
+            return mv[r] if r < len(cells) else 0
+        if r < 0x38:
+            return traw[r - 0x30] if r - 0x30 < len(temps) else 0
+        mask = _balance_mask(s.balancing, p81.MAX_CELLS)
+        problem = (s.alarms & 0xFFFFFFFF).to_bytes(4, "big")
+        table = {
+            0x38: _u16(s.voltage * 10), 0x39: _u16(p81.CURRENT_ZERO + s.current * 10), 0x3A: _u16(s.soc * 10),
+            0x3C: len(cells), 0x3D: len(temps), 0x3E: max(mv), 0x3F: mv.index(max(mv)) + 1,
+            0x40: min(mv), 0x41: mv.index(min(mv)) + 1, 0x42: max(mv) - min(mv),
+            0x43: max(traw), 0x44: traw.index(max(traw)) + 1, 0x45: min(traw), 0x46: traw.index(min(traw)) + 1,
+            0x47: max(traw) - min(traw), 0x48: _state_code(s.current), 0x4B: _u16(s.charge * 10),
+            0x4C: _u16(s.cycles), 0x4D: 1 if s.balancing else 0,
+            0x4E: _u16(p81.CURRENT_ZERO + s.balance_current * 1000),
+            0x4F: mask & 0xFFFF, 0x50: (mask >> 16) & 0xFFFF, 0x51: (mask >> 32) & 0xFFFF,
+            0x52: int(s.switches.get("charge", True)), 0x53: int(s.switches.get("discharge", True)),
+            0x57: _u16(sum(mv) / len(mv)), 0x58: _u16(abs(s.voltage * s.current)),
+            0x5A: _temperature(s.mos_temperature), 0x5B: _temperature(s.mos_temperature),
+            0x6D: int.from_bytes(problem[0:2], "big"), 0x6E: int.from_bytes(problem[2:4], "big"),
+        }
+        if r in table:
+            return table[r]
+        start, count = p81.VERSION
+        if start <= r < start + count:
+            i = 2 * (r - start)
+            return int.from_bytes(self._strings()[i : i + 2].ljust(2, b"\0"), "big")
         return 0

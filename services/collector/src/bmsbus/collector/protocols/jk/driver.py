@@ -10,15 +10,22 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...codec import DeviceInfo, Frame, Reading, UsageError, merge
+from ...codec import CodecError, DeviceInfo, Frame, Reading, UsageError, merge
 from ...driver import Driver
 from ...links.base import Link
 from . import ble, pb, uart
 from .ble import Layout, SettingSpec
 
 
-class WriteNotConfirmed(RuntimeError):
-    """The BMS took a write but its read-back shows a different value."""
+class WriteNotConfirmed(CodecError):
+    """A switch or setting write the BMS did not confirm: its read-back shows another value (and it may not
+    have acknowledged the write either). A CodecError, so the collector answers the command `failed` with
+    this message as the reason (a UsageError would be `rejected`: that is for requests we refuse to send)."""
+
+    def __init__(self, what: str, wanted: object, got: object, acknowledged: bool | None = None) -> None:
+        ack = "" if acknowledged is None else (" (acknowledged)" if acknowledged else " (no acknowledgement)")
+        super().__init__(f"the BMS did not confirm {what} = {wanted}{ack}: it reads back {got}")
+        self.what, self.wanted, self.got, self.acknowledged = what, wanted, got, acknowledged
 
 
 _COMMON = frozenset({"voltage", "cell_voltages", "cell_resistances", "balance_current", "balancing", "switches",
@@ -137,40 +144,49 @@ class JkBleDriver(Driver):
             names = tuple(n for n in names if n != "float_charge")
         return tuple(n for n in names if n in self.switches)
 
-    def writable_settings(self) -> tuple[SettingSpec, ...]:
+    def writable_settings(self) -> tuple[str, ...]:
+        """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
+        return tuple(s.name for s in self.setting_specs())
+
+    def setting_specs(self) -> tuple[SettingSpec, ...]:
+        """The writable settings with unit, range and registers (ble.SETTINGS), for this layout."""
         return ble.settings_for(self.layout)
 
-    async def _write(self, request: bytes) -> None:
+    async def _write(self, request: bytes) -> bool:
+        """Send a write; True if the BMS acknowledged it. A missing ack is not an error by itself: the
+        read-back decides (some firmware acks late or not at all)."""
         try:
             await self.transact(request, self._wants(ble.KIND_ACK), min(3.0, self.options.request_timeout))
         except TimeoutError:
             self.log.debug("no ack for write %s; checking the read-back", request.hex())
+            return False
+        return True
 
     async def set_switch(self, name: str, on: bool) -> None:
         if name not in self.writable_switches():
             raise UsageError(f"{self.protocol} ({self.layout}) cannot set switch {name!r}; "
                              f"writable: {', '.join(self.writable_switches())}")
-        await self._write(ble.build_switch(self.layout, name, on))
+        acked = await self._write(ble.build_switch(self.layout, name, on))
         settings = await self._request_settings()
         if settings.switches.get(name) != on:
-            raise WriteNotConfirmed(f"switch {name} still {settings.switches.get(name)} after writing {on}")
+            raise WriteNotConfirmed(f"switch {name}", on, settings.switches.get(name), acked)
 
     async def write_setting(self, name: str, value: float) -> None:
         """Write one of `writable_settings()` (SI units, e.g. cell_ovp=3.65 V) and confirm it by read-back."""
-        spec = next((s for s in self.writable_settings() if s.name == name), None)
+        spec = next((s for s in self.setting_specs() if s.name == name), None)
         if spec is None:
             raise UsageError(f"{self.protocol} ({self.layout}) has no writable setting {name!r}; "
-                             f"have: {', '.join(s.name for s in self.writable_settings())}")
+                             f"have: {', '.join(self.writable_settings())}")
         current = self.settings.values if self.settings is not None else {}
         if name == "cell_ovp" and value <= current.get("cell_uvp", 0.0):
             raise UsageError(f"cell_ovp {value} V must be above cell_uvp {current['cell_uvp']} V")
         if name == "cell_uvp" and value >= current.get("cell_ovp", math.inf):
             raise UsageError(f"cell_uvp {value} V must be below cell_ovp {current['cell_ovp']} V")
-        await self._write(ble.build_setting(self.layout, name, value))
+        acked = await self._write(ble.build_setting(self.layout, name, value))
         settings = await self._request_settings()
         got = settings.values.get(name)
         if got is None or abs(got - value) > 0.0015:
-            raise WriteNotConfirmed(f"setting {name} reads {got} after writing {value}")
+            raise WriteNotConfirmed(f"setting {name}", value, got, acked)
 
 
 class Jk24sDriver(JkBleDriver):
@@ -235,8 +251,7 @@ class JkUartDriver(Driver):
         await asyncio.sleep(0.1)
         reading, _info = await self._read_all()
         if reading.get("switches", {}).get(name) != on:
-            raise WriteNotConfirmed(f"jk_uart switch {name} reads {reading.get('switches', {}).get(name)} "
-                                    f"after writing {on}")
+            raise WriteNotConfirmed(f"jk_uart switch {name}", on, reading.get("switches", {}).get(name))
 
 
 # --- JK-PB RS485 network -----------------------------------------------------------------------------

@@ -236,6 +236,9 @@ class JkBleEmulator:
     stream_interval: float = 1.0
     at_noise: float = 0.0  # probability of an `AT\r\n` before a frame (JK-PB modules flood these)
     ack_after_device_info: bool = False  # fw 19.05 sends the C8 ack right after the device-info frame
+    # switch and setting writes: "apply" (ack + apply), "drop" (no ack, no change: the write got lost),
+    # "ack_only" (ack, no change: the BMS refused it quietly)
+    write_handling: str = "apply"
     physics: PackSimulator | None = None
     seed: int = 0
     streaming: bool = False
@@ -283,13 +286,15 @@ class JkBleEmulator:
             return [logbook_frame([(0, 0x01)], self._count())]
         for name, (register, _length) in ble.SWITCH_REGISTERS[lay].items():
             if cmd.command == register:
-                s.switches[name] = bool(cmd.value)
-                return [ble.ACK]
+                if self.write_handling == "apply":
+                    s.switches[name] = bool(cmd.value)
+                return [] if self.write_handling == "drop" else [ble.ACK]
         for spec in ble.settings_for(lay):
             if cmd.command == spec.registers[lay]:
                 value = cmd.float_value if lay is Layout.JK04 else cmd.value / spec.factor
-                s.settings[spec.name] = round(value, 4)
-                return [ble.ACK]
+                if self.write_handling == "apply":
+                    s.settings[spec.name] = round(value, 4)
+                return [] if self.write_handling == "drop" else [ble.ACK]
         return [ble.ACK] if cmd.length else []
 
     def tick(self, now: float) -> list[bytes]:
@@ -313,6 +318,7 @@ class JkUartEmulator:
     physics: PackSimulator | None = None
     seed: int = 0
     record: int = 0
+    ignore_writes: bool = False  # acknowledge switch writes without applying them
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -340,7 +346,7 @@ class JkUartEmulator:
         if command == uart.CMD_WRITE and len(raw) >= 13:
             ident, value = raw[11], raw[12]
             name = {v: k for k, v in uart.SWITCH_IDS.items()}.get(ident)
-            if name is not None:
+            if name is not None and not self.ignore_writes:
                 self.state.switches[name] = bool(value)
             return [uart.build_frame(uart.CMD_WRITE, bytes((ident,)), source=0, transport=1, record=self.record)]
         if command == uart.CMD_PASSWORD:

@@ -8,22 +8,23 @@ from typing import Any, ClassVar
 
 from ...codec import DeviceInfo, Frame, Reading
 from ...driver import Driver
-from ...links.base import LinkError
+from ...links.base import CharLink, LinkError
 from . import codec
-from .gatt import CharLink
 
 
 IN_BAND_KINDS: frozenset[str] = frozenset({"emulated"})  # links that understand the tagged in-band form
 
 
 class VictronDriver(Driver):
-    """SmartShunt over BLE GATT. Needs PIN pairing first (`requires_pairing`; the BLE transport pairs with
-    the device config's `pin` before opening).
+    """SmartShunt over BLE GATT. Needs PIN pairing first (`requires_pairing`; the BlueZ link pairs with the
+    device config's `pin` at connect; without one the first GATT write or read is a PairingFailed that says
+    to set it; ESPHome proxies cannot pair with a PIN at all).
 
     open(): subscribe to every value characteristic (CharLink), write the keep-alive, read every value once.
-    read(): keep-alive when due; values older than `max_age` (notifications keep them fresh while
-    `background()` runs) are read again. `background()` is optional: run next to the polling it consumes
-    notifications and keeps the keep-alive going between polls longer than 10 s.
+    read(): keep-alive when due; the notifications that came in since the last poll go into the value
+    cache; values older than `max_age` (not notified recently) are read again. `background()` is optional:
+    run next to the polling it consumes notifications and keeps the keep-alive going between polls longer
+    than 10 s.
     Options: `capacity_ah` (battery capacity: turns consumed Ah into `charge`), `keepalive_ms` (20000),
     `max_age` (s, 10).
     """
@@ -108,10 +109,19 @@ class VictronDriver(Driver):
             await self._read_value(spec)
         return DeviceInfo(manufacturer="Victron Energy", model="SmartShunt")
 
+    async def _absorb_pending(self) -> None:
+        """Every notification already queued goes into the value cache; never waits for more."""
+        try:
+            async with asyncio.timeout(0):  # fires at the first wait, i.e. when the queue is empty
+                while True:
+                    self._absorb(await self.next_frame())
+        except TimeoutError:
+            pass
+
     async def read(self) -> Reading:
         await self._keepalive_if_due()
         if not self._background and self.char_link is not None:
-            self.link.discard_pending()  # unread notifications: superseded by the reads below
+            await self._absorb_pending()
         now = time.monotonic()
         for spec in codec.VALUES:
             if now - self.updated.get(spec.prefix, -float("inf")) > self.max_age:

@@ -3,17 +3,29 @@
 Tagged in-band form (codec.py): `receive(tag)` answers a read with `[tag + value]`; `receive(tag + value)` is a
 write (the keep-alive sets how long the shunt keeps notifying). `tick(now)` emits tagged notifications of the
 values that changed, only while the keep-alive has not expired — as the real shunt goes quiet without it.
+
+`SERVICE` and `GATT` describe the shunt's GATT table (UUID, properties) for fake peripherals that serve this
+emulator characteristic by characteristic (the tests' BlueZ peripheral and ESPHome proxy): a GATT read of a
+characteristic is `receive(tag)`, a write `receive(tag + value)`, and each tagged frame of `tick()` is a
+notification of the characteristic its tag names.
 """
 
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from ...emulation.base import Faults, PackState, apply_faults
 from . import codec
 
 
 class VictronEmulator:
+    SERVICE: ClassVar[str] = codec.SERVICE
+    GATT: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = (
+        *((c.uuid, ("read", "notify")) for c in codec.VALUES),
+        (codec.KEEPALIVE.uuid, ("write", "write-without-response")),
+    )
+
     def __init__(self, state: PackState, *, seed: int = 0) -> None:
         self.state = state
         self.faults = Faults()

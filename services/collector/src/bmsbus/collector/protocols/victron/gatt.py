@@ -1,36 +1,30 @@
-"""The smallest Link extension a characteristic-based device needs (proposal; lives here until the BLE
-transport adopts it, then it belongs in links/).
+"""Characteristic-level access for the SmartShunt: the CharLink interface (declared in links/base.py and
+implemented by the BlueZ and ESPHome links) and `EmulatedCharLink`, its in-process twin for tests and demos.
 
 `CharLink` = a Link that can also
 - `read_char(uuid) -> bytes`: a GATT read of one characteristic,
 - `write_char(uuid, data, response=False)`: a GATT write to one characteristic,
 - `start_notify(uuid)`: subscribe to one more characteristic; its notifications arrive through the ordinary
-  `receive()` as *tagged* chunks (4-byte big-endian UUID prefix + value, see codec.py), so Driver.next_frame()
-  and a codec assembler work unchanged.
+  `receive()` as *tagged* chunks (4-byte big-endian UUID prefix + value, `links.gatt.char_tag`, the same
+  bytes as `codec.tag`), so Driver.next_frame() and a codec assembler work unchanged.
 
 A plain Link can still carry the same conversation in-band (what the emulator understands): `send(tag)` is a
 read whose answer arrives tagged, `send(tag + value)` a write. The driver uses CharLink methods when the link
-has them and falls back to the in-band form otherwise.
+has them and falls back to the in-band form only on in-process links (`simulated`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
+from ...links.base import CharLink, LinkClosed, LinkError
 from ...links.emulated import EmulatedLink
-from ...links.base import Link, LinkClosed, LinkError
 from . import codec
 
-
-@runtime_checkable
-class CharLink(Link, Protocol):
-    async def read_char(self, uuid: str) -> bytes: ...
-    async def write_char(self, uuid: str, data: bytes, *, response: bool = False) -> None: ...
-    async def start_notify(self, uuid: str) -> None: ...
+__all__ = ["CharLink", "EmulatedCharLink"]
 
 
 class EmulatedCharLink(EmulatedLink):
-    """EmulatedLink + the CharLink methods, over any emulator that speaks the tagged in-band form."""
+    """EmulatedLink + the CharLink methods, over any emulator that speaks the tagged in-band form. As on a
+    real link, only notifications of characteristics subscribed with `start_notify` reach `receive()`."""
 
     kind = "emulated"
 
@@ -42,6 +36,10 @@ class EmulatedCharLink(EmulatedLink):
     def _check_open(self) -> None:
         if self._closed is not None:
             raise LinkClosed(self._closed)
+
+    def _emit(self, frames: list[bytes]) -> None:
+        tags = {codec.tag(codec.prefix_of(u)) for u in self.notifying}
+        super()._emit([f for f in frames if f[: codec.TAG_LEN] in tags])
 
     async def read_char(self, uuid: str) -> bytes:
         self._check_open()
@@ -58,4 +56,5 @@ class EmulatedCharLink(EmulatedLink):
 
     async def start_notify(self, uuid: str) -> None:
         self._check_open()
+        codec.prefix_of(uuid)  # a SmartShunt characteristic, or UsageError
         self.notifying.add(uuid)
