@@ -128,3 +128,21 @@ def test_import_batmon_rejects_non_json(tmp_path: Path) -> None:
     src.write_text("{nope")
     with pytest.raises(ConfigError, match=r"options.json: not JSON"):
         import_batmon(src)
+
+
+def test_every_configured_secret_is_masked_in_log_records() -> None:
+    import logging
+
+    from bmsbus.shared.runner import SecretFilter, config_secrets
+
+    cfg = parse_config({
+        "mqtt": {"host": "b", "password": "mqtt-pw-1"}, "influx": {"url": "http://i", "token": "influx-tok-2"},
+        "collector": {"esphome_proxies": [{"host": "p", "noise_psk": "cHNrLXNlY3JldC0z", "password": "proxy-pw-4"}]},
+        "devices": [{"alias": "shunt", "type": "victron", "address": "AA:BB:CC:DD:EE:FF", "pin": "123456"}],
+    })
+    secrets = ["mqtt-pw-1", "influx-tok-2", "cHNrLXNlY3JldC0z", "proxy-pw-4", "123456"]
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "values: %s", (" ".join(secrets),), None)
+    SecretFilter(config_secrets(cfg)).filter(record)
+    text = record.getMessage()
+    assert not any(s in text for s in secrets), text
+    assert text == "values: " + " ".join(["***"] * len(secrets))

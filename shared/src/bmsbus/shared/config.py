@@ -91,7 +91,8 @@ class DeviceConfig(Strict):
     keep_alive: bool = Field(True, description="hold the link; false: connect for each sample and let go "
                              "(frees the BMS for its phone app)")
     transport: Literal["auto", "ble", "esphome", "serial"] = Field(
-        "auto", description="auto: serial for a port path, else BLE (or an ESPHome proxy if no local adapter works)")
+        "auto", description="auto: serial for a port path (or a protocol without BLE), else BLE on a local adapter; "
+        "esphome: through collector.esphome_proxies")
     proxy: str | None = Field(None, description="esphome: pin this device to the proxy with this name")
     capture: bool = Field(False, description="write every received chunk to collector.capture_dir (bug reports)")
     # simulated devices

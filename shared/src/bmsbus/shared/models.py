@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -142,12 +142,27 @@ class Command(BusModel):
 
     topic_kind: ClassVar[str] = "cmd"
     id: str = Field(min_length=1, max_length=64)
-    action: Literal["set_switch"] = "set_switch"
-    switch: str
-    value: bool
+    action: Literal["set_switch", "set_setting"] = "set_switch"
+    switch: str | None = Field(default=None, description="set_switch: a switch the device declares in its meta")
+    value: bool | None = Field(default=None, description="set_switch: on or off")
+    setting: str | None = Field(default=None, description="set_setting: a setting the device declares in its meta")
+    number: Finite | None = Field(default=None, description="set_setting: the value, in the setting's unit")
     issued: Finite
     expires: Finite
     origin: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_the_action(self) -> Command:
+        if self.action == "set_switch" and (self.switch is None or self.value is None):
+            raise ValueError("set_switch needs `switch` and `value`")
+        if self.action == "set_setting" and (self.setting is None or self.number is None):
+            raise ValueError("set_setting needs `setting` and `number`")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the command changes, for logs and results: `charge=True`, `cell_ovp=3.65`."""
+        return f"{self.switch}={self.value}" if self.action == "set_switch" else f"{self.setting}={self.number:g}"
 
 
 class CommandResult(BusModel):

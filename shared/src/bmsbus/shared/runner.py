@@ -77,6 +77,8 @@ def config_secrets(cfg: Config) -> list[str]:
     if cfg.influx.token:
         out.append(cfg.influx.token.get_secret_value())
     out += [d.pin.get_secret_value() for d in cfg.devices if d.pin]
+    for proxy in cfg.collector.esphome_proxies:
+        out += [secret.get_secret_value() for secret in (proxy.noise_psk, proxy.password) if secret]
     return out
 
 

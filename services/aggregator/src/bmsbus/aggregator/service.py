@@ -239,10 +239,11 @@ class Aggregator:
             mid = f"{gid[:20]}-{uuid.uuid4().hex[:20]}"
             gc.open[mid] = member
             self.group_commands[mid] = gc
-            sub = Command(id=mid, action=cmd.action, switch=cmd.switch, value=cmd.value, issued=now,
+            sub = Command(id=mid, action=cmd.action, switch=cmd.switch, value=cmd.value, setting=cmd.setting,
+                          number=cmd.number, issued=now,
                           expires=cmd.expires, origin=f"group {gid}: {cmd.origin or cmd.id}"[:200])
             self._send(self.topics.bms_cmd(member), sub.to_json())
-        log.info("group command %s on %s: %s=%s to %s", cmd.id, gid, cmd.switch, cmd.value, group.members)
+        log.info("group command %s on %s: %s to %s", cmd.id, gid, cmd.target, group.members)
 
     def _command_result(self, r: CommandResult) -> None:
         gc = self.group_commands.pop(r.id, None)
