@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import xor
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,8 +128,38 @@ async def test_ble_driver_over_emulated_link(cells: int) -> None:
 
 # --- RS485 -------------------------------------------------------------------------------------------
 
+def test_uart_request_vector() -> None:
+    """GHswitt's INFO request: cmd 1, checksum (XOR ^ SUM) & 0xFF over 7E..data (here 7E 01 01 00)."""
+    want = UART_REQ["expected"]
+    wire = bytes.fromhex(UART_REQ["hex"])
+    assert want["checksum"] == "(xor ^ sum) & 0xff"
+    assert uart.build_request(want["cmd"]) == uart.build_frame(want["cmd"]) == uart.REQUEST_INFO == wire
+    head = wire[:-2]
+    assert head == bytes((uart.SOI, uart.DEFAULT_ADDRESS, want["cmd"], 0))
+    assert wire[-2] == (reduce(xor, head) ^ sum(head)) & 0xFF == uart.checksum(head) and wire[-1] == uart.EOI
+    (frame,), errors = frames(uart.BasenUartAssembler(), [wire])
+    assert not errors and frame.kind == want["cmd"] == uart.CMD_INFO
+    assert uart.decode_frame(frame) == {"frame_type": want["cmd"], "request": True, "address": 1}
+
+
+class _RecordingUartEmulator(BasenUartEmulator):
+    def __init__(self, state) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(state)
+        self.received: list[bytes] = []
+
+    def receive(self, data: bytes) -> list[bytes]:
+        self.received.append(bytes(data))
+        return super().receive(data)
+
+
+async def test_uart_driver_sends_the_captured_request() -> None:
+    emu = _RecordingUartEmulator(quantized_state([3300] * 4, 0, [20], 50))
+    await read_over_link(BasenUartDriver, emu, mtu=None, reads=2)
+    assert emu.received == [bytes.fromhex(UART_REQ["hex"])] * 2
+    assert uart.build_request(UART_REQ["expected"]["cmd"], address=1) == emu.received[0]
+
+
 def test_uart_vectors() -> None:
-    assert uart.REQUEST_INFO == bytes.fromhex(UART_REQ["hex"])
     (frame,), errors = frames(uart.BasenUartAssembler(), [INFO])
     assert not errors
     r, w = uart.decode_info(frame), UART_RESP["expected"]

@@ -44,19 +44,23 @@ def entry(text: str) -> dict:
     return next(e for e in PROTO if text in e["description"])
 
 
+def mos(state: PackState) -> dict[str, bool]:
+    """The two MOS switches of an emulated pack (make_pack also has a "balance" switch)."""
+    return {name: state.switches[name] for name in ("charge", "discharge")}
+
+
 # --- vectors ------------------------------------------------------------------------------------------
 
 def test_requests_match_builders() -> None:
-    assert hexes(entry("Requests 0x03")) == [jbd.build_request(r) for r in (3, 4, 5, 0xAA)]
-    syssi = entry("E1 data 0x0000..0x0003")
-    combos = [(True, True), (False, True), (True, False), (False, False)]
-    assert hexes(syssi) == [jbd.build_mos(c, d) for c, d in combos]
+    e = entry("Requests 0x03")
+    exp = e["expected"]
+    wires = hexes(e)
+    assert exp["read_marker"] == jbd.READ and exp["registers"] == [
+        jbd.REG_BASIC, jbd.REG_CELLS, jbd.REG_VERSION, jbd.REG_ERROR_COUNTERS]
+    assert [(w[1], w[2]) for w in wires] == [(exp["read_marker"], r) for r in exp["registers"]]
+    assert wires == [jbd.build_request(r) for r in exp["registers"]]
     soc = entry("register 0x0A writes")
     assert hexes(soc) == [jbd.build_request(0x0A, v.to_bytes(2, "big"), write=True) for v in soc["expected"]["values"]]
-    assert hexes(entry("doc examples"))[2] == jbd.build_mos(True, False)
-    capture = hexes(entry("MOS control (0xE1) writes and replies"))
-    assert capture[0] == jbd.build_mos(False, True) and capture[4] == jbd.build_mos(True, True)
-    assert capture[2] == jbd.build_request(jbd.REG_EXIT_FACTORY, b"\x00\x00", write=True)
     for b in batmon("jbd", "request"):
         wire = bytes.fromhex(b["hex"])
         if b["expected"]["cmd"] == jbd.REG_MOS:
@@ -65,11 +69,68 @@ def test_requests_match_builders() -> None:
             assert wire == jbd.build_request(b["expected"]["cmd"])
 
 
-def test_mos_capture_replies() -> None:
-    frames, errors = frames_of(hexes(entry("MOS control (0xE1) writes and replies")))
-    # our own requests are never taken for replies (status byte 0x02 is no status): junk only
-    assert all(isinstance(e, FramingError) for e in errors)
-    assert [(f.kind, jbd.payload(f)) for f in frames] == [(0xE1, b""), (0x01, b""), (0xE1, b""), (0x01, b"")]
+def test_mos_writes_syssi() -> None:
+    """syssi's unit test: E1 data 0..3, bit0 = charge MOS OFF, bit1 = discharge MOS OFF. The emulator applies
+    each write (switches, software-lock bit 12) and the read-back reports it."""
+    e = entry("E1 data 0x0000..0x0003")
+    exp = e["expected"]
+    assert exp["meaning"] == "bit0 = charge MOS OFF, bit1 = discharge MOS OFF"
+    wires = hexes(e)
+    assert len(wires) == len(exp["values"]) == 4
+    for wire, value in zip(wires, exp["values"], strict=True):
+        charge_on, discharge_on = not value & 0x01, not value & 0x02
+        assert wire == jbd.build_mos(charge_on, discharge_on)
+        assert wire[4:6] == jbd.mos_data(charge_on, discharge_on) == value.to_bytes(2, "big")
+        state = make_pack(cells=4)
+        emu = JbdEmulator(state)
+        assert emu.receive(wire) == [jbd.build_reply(jbd.REG_MOS)]
+        assert mos(state) == {"charge": charge_on, "discharge": discharge_on} and emu.lock == bool(value)
+        (basic,) = emu.receive(jbd.build_request(jbd.REG_BASIC))
+        got = jbd.decode_basic(one(basic))
+        assert got["switches"] == {"charge": charge_on, "discharge": discharge_on}
+        assert ("mos_software_lock" in got["alarms"]) == bool(value)
+
+
+# "<data hex> = <meaning>" in the E1 capture's expectation -> (charge on, discharge on)
+E1_MEANINGS = {"charge MOS off": (False, True), "both on": (True, True), "discharge MOS off": (True, False)}
+DOC_MOS_COMMANDS = {"software closes discharge MOS": (True, False)}  # the JBD doc's "close" = switch off
+
+
+def test_mos_capture() -> None:
+    """syssi's E1 capture: the writes, the exit-factory frames and the replies, byte for byte; our own requests
+    are never taken for replies; the emulator answers the capture's tx side with exactly its rx side."""
+    e = entry("MOS control (0xE1) writes and replies")
+    exp = e["expected"]
+    wires = hexes(e)
+    tx = [w for w, d in zip(wires, e["direction"], strict=True) if d == "tx"]
+    rx = [w for w, d in zip(wires, e["direction"], strict=True) if d == "rx"]
+    described = []
+    for text in exp["E1_data"]:
+        data, meaning = (part.strip() for part in text.split("="))
+        described.append((bytes.fromhex(data), E1_MEANINGS[meaning]))
+    assert [jbd.mos_data(*combo) for _, combo in described] == [data for data, _ in described]
+    # the description names three writes, the capture holds the first two (protocols.md Appendix B)
+    e1_writes = [w for w in tx if w[2] == jbd.REG_MOS]
+    assert e1_writes == [jbd.build_mos(*combo) for _, combo in described[:2]]
+    assert [w[4:6] for w in e1_writes] == [data for data, _ in described[:2]]
+    reply = bytes.fromhex(exp["reply"])
+    assert reply == jbd.build_reply(jbd.REG_MOS)
+    exit_factory = bytes.fromhex(exp["exit_factory"].split("(")[0])
+    assert "without writing" in exp["exit_factory"]
+    assert exit_factory == jbd.build_request(jbd.REG_EXIT_FACTORY, b"\x00\x00", write=True)
+    assert tx == [e1_writes[0], exit_factory, e1_writes[1], exit_factory]
+    assert rx == [reply, jbd.build_reply(jbd.REG_EXIT_FACTORY)] * 2
+
+    frames, errors = frames_of(wires)
+    assert all(isinstance(err, FramingError) for err in errors)  # status byte 0x02 is no status: junk only
+    assert [f.raw for f in frames] == rx
+    assert [(f.kind, jbd.status(f), jbd.payload(f)) for f in frames] == [
+        (jbd.REG_MOS, jbd.STATUS_OK, b""), (jbd.REG_EXIT_FACTORY, jbd.STATUS_OK, b"")] * 2
+
+    state = make_pack(cells=4)
+    emu = JbdEmulator(state)
+    assert [emu.receive(w) for w in tx] == [[r] for r in rx]
+    assert mos(state) == {"charge": True, "discharge": True} and not emu.lock and not emu.factory
 
 
 def test_basic_info_syssi() -> None:
@@ -91,7 +152,10 @@ def test_basic_info_syssi() -> None:
 def test_cells_version_and_new_firmware_tail() -> None:
     assert jbd.decode_cells(one(hexes(entry("Cell voltages (0x04) response, 4S"))[0])) == {
         "cell_voltages": entry("Cell voltages (0x04) response, 4S")["expected"]["cell_voltages"]}
-    assert jbd.decode_version(one(hexes(entry("Hardware version (0x05)"))[0])) == "JBD-SP04S034-L4S-200A-B-U"
+    hw = entry("Hardware version (0x05)")
+    frame = one(hexes(hw)[0])
+    assert jbd.decode_version(frame) == hw["expected"]["device_model"]
+    assert jbd.describe(frame)["model"] == hw["expected"]["device_model"]
     e = entry("JBD-DP04S007L4S100A")
     got = jbd.decode_basic(one(hexes(e)[0]))
     exp = e["expected"]
@@ -99,10 +163,20 @@ def test_cells_version_and_new_firmware_tail() -> None:
         exp["total_voltage"], exp["capacity_remaining_ah"], exp["nominal_capacity_ah"], exp["cycles"], exp["soc"])
     assert got["temperatures"] == [exp["temperature_1"]]  # the 9 unknown tail bytes are ignored
     assert jbd.describe(one(hexes(e)[0]))["tail"] == exp["extra_bytes_after_ntc"]
-    doc = hexes(entry("doc examples"))
-    assert jbd.decode_cells(one(doc[0]))["cell_voltages"][0] == 3.942 and len(jbd.decode_cells(one(doc[0]))[
-        "cell_voltages"]) == 15
-    assert jbd.decode_version(one(doc[1])) == "0123456789"
+
+
+def test_doc_examples() -> None:
+    """The JBD doc's section III examples (via mpp-solar): 15 cells, a version string, a MOS command."""
+    e = entry("doc examples")
+    exp = e["expected"]
+    cells, version, command = hexes(e)
+    got = jbd.decode_cells(one(cells))["cell_voltages"]
+    assert len(got) == 15 and got[0] == exp["cell_voltage_1"]
+    assert jbd.decode_version(one(version)) == exp["version"]
+    assert command == jbd.build_mos(*DOC_MOS_COMMANDS[exp["mos_command"]])
+    state = make_pack(cells=4)
+    JbdEmulator(state).receive(command)
+    assert mos(state) == {"charge": True, "discharge": False}
 
 
 def test_error_counters() -> None:
@@ -114,12 +188,24 @@ def test_error_counters() -> None:
 
 
 def test_zero_ntc_frame() -> None:
+    """JBD-SP25S003-L16S-100A: len 0x17 basic info (no NTC list) and a 16-cell 0x04 reply."""
     e = entry("0 NTCs")
+    exp = e["expected"]
     basic, cells = (one(w) for w in hexes(e))
     got = jbd.decode_basic(basic)
-    assert "temperatures" not in got and got["design_capacity"] == 100.0 and got["soc"] == 0
-    assert got["switches"] == {"charge": True, "discharge": False}  # fet_status 1
-    assert jbd.basic_counts(basic) == (16, 0) and len(jbd.decode_cells(cells)["cell_voltages"]) == 16
+    assert "temperatures" not in got and exp["ntc_count"] == 0
+    assert (got["voltage"], got["design_capacity"], got["soc"]) == (
+        exp["total_voltage"], exp["nominal_capacity_ah"], exp["soc"])
+    fet = exp["fet_status"]  # bit0 charge MOS on, bit1 discharge MOS on
+    assert got["switches"] == {"charge": bool(fet & 0x01), "discharge": bool(fet & 0x02)}
+    assert jbd.basic_counts(basic) == (exp["cell_count"], exp["ntc_count"])
+    sw = exp["software_version_raw"]
+    assert jbd.basic_info(basic).sw_version == f"{sw >> 4}.{sw & 0x0F}"
+    described = jbd.describe(basic)
+    assert (described["cell_count"], described["ntc_count"], described["tail"]) == (
+        exp["cell_count"], exp["ntc_count"], "")
+    voltages = jbd.decode_cells(cells)["cell_voltages"]
+    assert len(voltages) == exp["cell_count"] and voltages == [3.6] * 15 + [0.0]  # 0 mV slots are kept
 
 
 def test_payload_only_captures() -> None:

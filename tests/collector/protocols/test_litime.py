@@ -57,7 +57,12 @@ def test_aiobmsble_vectors(entry: dict) -> None:
 def test_batmon_vectors() -> None:
     """batmon: + = discharge, so its current 1.435 is -1.435 here."""
     (req,) = batmon("litime", "request")
-    assert bytes.fromhex(req["hex"]) == codec.REQUEST
+    assert req["expected"] == {"meaning": "status poll (fixed)"}
+    wire = bytes.fromhex(req["hex"])
+    assert wire == codec.build_frame(codec.KIND_REQUEST, b"") == codec.REQUEST  # the builder, byte for byte
+    (frame,), errors = frames(codec.LiTimeAssembler(), [wire])
+    assert not errors and frame.kind == codec.KIND_REQUEST == codec.KIND_STATUS & 0x7F
+    assert codec.decode_frame(frame) == {"frame_type": codec.KIND_REQUEST, "request": True}
     (resp,) = batmon("litime", "response")
     r = decode_one([bytes.fromhex(resp["hex"])])
     want = resp["expected"]
@@ -144,3 +149,22 @@ async def test_driver_over_emulated_link() -> None:
     assert info.manufacturer
     assert r["cell_voltages"] == state.cell_voltages and r["current"] == 15.0 and r["soc"] == 88
     assert r["voltage"] == pytest.approx(13.283)
+
+
+class _RecordingEmulator(LiTimeEmulator):
+    def __init__(self, state) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(state)
+        self.received: list[bytes] = []
+
+    def receive(self, data: bytes) -> list[bytes]:
+        self.received.append(bytes(data))
+        return super().receive(data)
+
+
+async def test_driver_sends_the_captured_poll() -> None:
+    """Every read writes exactly batmon's status poll (one write per read) and gets the 105-byte status reply."""
+    (req,) = batmon("litime", "request")
+    assert req["expected"]["meaning"] == "status poll (fixed)"
+    emu = _RecordingEmulator(quantized_state([3300, 3301, 3302, 3303], 0, [20], 50))
+    _, readings = await read_over_link(LiTimeDriver, emu, mtu=None, reads=2)
+    assert emu.received == [bytes.fromhex(req["hex"])] * 2 and len(readings) == 2

@@ -94,6 +94,22 @@ def test_repeated_cell_parts_do_not_duplicate_cells() -> None:
     assert len(r["cell_voltages"]) == 8
 
 
+@pytest.mark.parametrize("lost", [0, 1], ids=["first F4 lost", "last F4 lost"])
+def test_a_lost_cell_frame_leaves_cells_out_instead_of_shortening_them(lost: int) -> None:
+    """Five cells come in two F4 frames and the count is not on the wire: with one of them lost (a bad
+    CRC on a real link) the reading must not claim 4 cells, or none (found by the collector chaos test)."""
+    state = quantized_state([3300, 3310, 3320, 3330, 3340], 0, [20], 50)
+    e = SokEmulator(state)
+    got, errors = frames(codec.SokAssembler(), e.receive(codec.REQUEST_STATUS) + e.receive(codec.REQUEST_CELLS))
+    assert not errors
+    cell_frames = [i for i, f in enumerate(got) if f.kind == codec.T_CELLS]
+    assert len(cell_frames) == 2
+    assert codec.combine(got)["cell_voltages"] == state.cell_voltages
+    partial = codec.combine(f for i, f in enumerate(got) if i != cell_frames[lost])
+    assert "cell_voltages" not in partial
+    assert partial["voltage"] == pytest.approx(16.6)  # the rest of the reading is kept
+
+
 states = st.builds(
     lambda cells, cur, temps, soc, cycles, charge, design, alarms, sw: quantized_state(
         cells, cur, temps, soc, cycles=cycles, charge=charge / 1000, design_capacity=design / 1000,

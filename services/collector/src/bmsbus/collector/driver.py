@@ -76,6 +76,14 @@ class Driver(ABC):
     async def set_switch(self, name: str, on: bool) -> None:
         raise UsageError(f"{self.protocol} cannot set switch {name!r}")
 
+    def writable_settings(self) -> tuple[str, ...]:
+        """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
+        return ()
+
+    async def write_setting(self, name: str, value: float) -> None:
+        """Write one setting (SI units) and confirm it by read-back; UsageError if it is not writable here."""
+        raise UsageError(f"{self.protocol} has no writable settings")
+
     # --- helpers for subclasses -------------------------------------------------------------
 
     async def next_frame(self) -> Frame:

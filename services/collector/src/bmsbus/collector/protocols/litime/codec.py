@@ -23,7 +23,6 @@ from ..fields import Field, FieldTable
 HEAD: Final = b"\x00\x00"
 HEADER_LEN: Final = 3
 MIN_LEN_BYTE: Final = 4  # the request (00 00 04 ..) is the shortest frame
-REQUEST: Final = bytes.fromhex("000004011355aa17")
 KIND_REQUEST: Final = 0x13
 KIND_STATUS: Final = 0x93  # request kind | 0x80
 STATUS_LEN: Final = 105
@@ -32,9 +31,13 @@ CELLS_OFFSET: Final = 16
 
 
 def build_frame(kind: int, body: bytes) -> bytes:
-    """`00 00 len 01 kind 55 AA` + body + sum8 (what the device sends; for emulators)."""
+    """`00 00 len 01 kind 55 AA` + body + sum8: the status poll (kind 0x13, no body) and the replies (for
+    emulators)."""
     head = HEAD + bytes((len(body) + 4, 0x01, kind)) + b"\x55\xaa" + body
     return head + bytes((sum8(head),))
+
+
+REQUEST: Final = build_frame(KIND_REQUEST, b"")  # the fixed status poll: 00 00 04 01 13 55 AA 17
 
 
 # --- frame assembler ---------------------------------------------------------------------------------

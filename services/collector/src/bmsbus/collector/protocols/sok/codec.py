@@ -178,7 +178,11 @@ def decode_model(raw: bytes) -> str:
 
 def combine(frames: Iterable[Frame]) -> Reading:
     """A set of reply frames (one poll: C1, C2, C4) -> one Reading. Later frames win; cells are collected
-    by their index; cell voltages are returned for 1..N without gaps (a gap ends the list)."""
+    by their index; cell voltages are returned for 1..N without gaps (a gap ends the list).
+
+    The cell count is not on the wire, so a lost F4 frame would silently shorten the list. Cell voltages
+    are left out of the reading when cell 1 is missing, or when their sum falls short of the pack voltage
+    by more than half an average cell: an incomplete list is worse than none."""
     reading: Reading = {}
     cells: dict[int, float] = {}
     switches: dict[str, bool] = {}
@@ -196,9 +200,12 @@ def combine(frames: Iterable[Frame]) -> Reading:
             cells.update(decode_cells(raw))
         elif frame.kind == T_PROBLEMS:
             reading["problem_code"] = problem_bits(raw)
-    if cells:
+    if 0 in cells:
         n = next(i for i in range(MAX_CELLS + 1) if i not in cells)
-        reading["cell_voltages"] = [cells[i] for i in range(n)]
+        voltages = [cells[i] for i in range(n)]
+        pack = reading.get("voltage")
+        if pack is None or pack - sum(voltages) <= 0.5 * sum(voltages) / n:
+            reading["cell_voltages"] = voltages
     if switches:
         reading["switches"] = switches
     return reading
