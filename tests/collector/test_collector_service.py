@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from bmsbus.collector.service import Collector, Outbox
+from bmsbus.collector.outbox import Outbox
+from bmsbus.collector.service import Collector
 from bmsbus.shared.bus import Bus
 from bmsbus.shared.config import MqttConfig, parse_config
 from bmsbus.shared.models import Command
+from support.services import running
 
 pytestmark = pytest.mark.broker
 ROOT = "bmsbus/v1/t"
@@ -24,17 +26,6 @@ def make_collector(mqtt: MqttConfig, **collector: object) -> Collector:
                                     {"alias": "p2", "type": "simulated", "protocol": "jk_24s", "cells": 4}]})
     cfg.mqtt = mqtt
     return Collector(cfg)
-
-
-@contextlib.asynccontextmanager
-async def running(collector: Collector):
-    task = asyncio.create_task(collector.run())
-    try:
-        yield collector
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def send(mqtt: MqttConfig, topic: str, payload: bytes | str, retain: bool = False) -> None:
@@ -68,6 +59,30 @@ async def test_switch_command_is_executed_once_read_back_and_answered(mqtt_confi
         await w.wait_for(lambda: len(w.json_on("/bms/p1/cmd/result")) >= 2, 20, "second result")
         assert w.json_on("/bms/p1/cmd/result")[1]["id"] == "c-1"
         assert emulator.state.switches["charge"] is True
+
+
+def setting_command(cid: str, setting: str, number: float) -> str:
+    now = time.time()
+    return Command(id=cid, action="set_setting", setting=setting, number=number, issued=now,
+                   expires=now + 30).to_json().decode()
+
+
+async def test_a_declared_bms_setting_is_written_through_the_protocol_and_read_back(mqtt_config,
+                                                                                     watcher_factory) -> None:
+    async with watcher_factory(f"{ROOT}/#") as w, running(make_collector(mqtt_config)) as col:
+        await w.wait_for(lambda: w.json_on("/bms/p1/meta") and w.on("/bms/p1/sample"), 20, "meta and samples")
+        assert "cell_ovp" in w.json_on("/bms/p1/meta")[-1]["settings"]
+        await send(mqtt_config, f"{ROOT}/bms/p1/cmd", setting_command("s-1", "cell_ovp", 3.6))
+        await send(mqtt_config, f"{ROOT}/bms/p1/cmd", setting_command("s-2", "cell_ovp", 9.0))
+        await send(mqtt_config, f"{ROOT}/bms/p1/cmd", setting_command("s-3", "warp_factor", 1.0))
+        await w.wait_for(lambda: len(w.json_on("/bms/p1/cmd/result")) >= 3, 30, "three results")
+        results = {r["id"]: r for r in w.json_on("/bms/p1/cmd/result")}
+        assert results["s-1"]["status"] == "ok", results["s-1"]
+        emulator = col.runners["p1"].driver.link.emulator  # type: ignore[union-attr]
+        assert emulator.state.settings["cell_ovp"] == pytest.approx(3.6)
+        assert results["s-2"]["status"] == "rejected" and "outside" in results["s-2"]["reason"]
+        assert results["s-3"]["status"] == "rejected" and "not writable" in results["s-3"]["reason"]
+        assert emulator.state.settings["cell_ovp"] == pytest.approx(3.6)  # the refused ones never reached it
 
 
 @pytest.mark.parametrize("payload_fn,reason", [

@@ -17,12 +17,12 @@ import pytest
 
 from bmsbus.ha_bridge.discovery import Origin
 from bmsbus.ha_bridge.entities import (HA_SENSOR_CLASSES, LOCAL, GroupFacts, PackFacts, group_entities,
-                                      pack_entities)
+                                      pack_entities, setting_options)
 from bmsbus.ha_bridge.service import HaBridge, config_json
 from bmsbus.shared.bus import Message
 from bmsbus.shared.config import MqttConfig, parse_config
-from bmsbus.shared.models import (ActiveAlarm, BatteryState, Birth, BirthDevice, BusModel, Control, Limit, Link,
-                                  Meta, Sample, SettingsState, SwitchSpec)
+from bmsbus.shared.models import (ActiveAlarm, BatteryState, Birth, BirthDevice, BmsSettingSpec, BusModel, Control,
+                                  Limit, Link, Meta, Sample, SettingsState, SwitchSpec)
 from bmsbus.shared.quantities import CATALOG, SAMPLE_KEYS, STATE_QUANTITIES
 from bmsbus.shared.settings import SETTING_SPECS
 
@@ -82,6 +82,11 @@ def check_component(key: str, c: dict[str, Any]) -> None:
         assert c.get("entity_category") == "config"
         if p == "number":
             assert c.get("device_class") in NUMBER_DEVICE_CLASSES and c["min"] < c["max"] and c["step"] > 0
+            assert c["mode"] == "box" and "optimistic" not in c and c["state_topic"]
+            dc = c.get("device_class")
+            units = REFERENCE[dc][1] if dc is not None else None
+            if units is not None:
+                assert c.get("unit_of_measurement") in units, f"{key}: unit not allowed with {dc}"
         if p == "select":
             assert c["options"]
         if p == "switch":
@@ -114,12 +119,21 @@ def msg(topic: str, model: BusModel | bytes, retain: bool = True) -> Message:
 FULL_QUANTITIES = sorted(SAMPLE_KEYS)
 
 
+JK_SETTINGS = [  # what the collector declares for a JK02 32S BMS (services/collector: bus_setting_spec)
+    BmsSettingSpec(name="cell_ovp", unit="V", min=1.2, max=4.5, step=0.001, description="Cell over-voltage protection"),
+    BmsSettingSpec(name="balance_trigger_delta", unit="V", min=0.001, max=1.0, step=0.001,
+                   description="Cell voltage difference that starts balancing"),
+]
+
+
 def full_pack() -> list[Message]:
     meta = Meta(bms="shed_lfp", collector="shed-pi", name="Shed LFP", type="jk", protocol="jk_32s", transport="ble",
                 manufacturer="Jikong", model="JK_PB2A16S20P", hw_version="15A", sw_version="15.38",
                 serial="4052434002", cell_count=4, temperature_count=2, quantities=FULL_QUANTITIES,
                 switches=[SwitchSpec(name="charge"), SwitchSpec(name="discharge"), SwitchSpec(name="balance"),
-                          SwitchSpec(name="heater", writable=False)])
+                          SwitchSpec(name="heater", writable=False)],
+                settings=[s.name for s in JK_SETTINGS], setting_specs=JK_SETTINGS,
+                setting_values={"cell_ovp": 3.65, "balance_trigger_delta": 0.005})
     sample = Sample(bms="shed_lfp", ts=TS, boot="b", seq=1, voltage=13.28, current=-12.5, power=-166.0, soc=71.0,
                     soh=100.0, charge=198.8, capacity=280.0, cycles=17, cell_voltages=[3.321, 3.319, 3.322, 3.32],
                     temperatures=[21.5, 21.9], switches={"charge": True, "discharge": True, "balance": True,
@@ -163,7 +177,9 @@ def group() -> list[Message]:
                          cycles=12, cycles_soc=10.2, cell_min_member="a1", cell_max_member="a2", degraded=False)
     control = Control(id="bank", kind="group", ts=TS, mode="Float", charge_voltage=Limit(value=54.0, reason="float"),
                       allow_charge=True, allow_discharge=True)
-    return [*out, msg("battery/bank/state", state), msg("battery/bank/control", control)]
+    settings = SettingsState(id="bank", kind="group", values={"max_charge_current": 100.0, "charge_control": "auto"})
+    return [*out, msg("battery/bank/state", state), msg("battery/bank/control", control),
+            msg("battery/bank/settings", settings)]
 
 
 SCENARIOS = {"pack_full": (full_pack, "shed_lfp"), "pack_minimal": (minimal_pack, "van"), "group": (group, "bank")}
@@ -205,9 +221,13 @@ def test_every_catalog_quantity_maps_to_valid_entities() -> None:
     state_keys = frozenset(BatteryState.model_fields) | {q.key for q in STATE_QUANTITIES}
     control_keys = frozenset(Control.model_fields)
 
+    bms_settings = (*JK_SETTINGS, BmsSettingSpec(name="max_charge_current", unit="A", min=1, max=600, step=1),
+                    BmsSettingSpec(name="charge_otp", unit="C", min=0, max=100, step=0.1),
+                    BmsSettingSpec(name="precharge_time", min=0, max=255, step=1))
     pack = pack_entities(PackFacts(quantities=frozenset(SAMPLE_KEYS), writable_switches=("charge",),
                                    readonly_switches=("heater",), cells=32, temperatures=8, state_keys=state_keys,
-                                   control_keys=control_keys, settings=tuple(SETTING_SPECS), rssi=True))
+                                   control_keys=control_keys, settings=tuple(SETTING_SPECS), rssi=True,
+                                   bms_settings=bms_settings))
     grp = group_entities(GroupFacts(state_keys=state_keys, temperatures=4, control_keys=control_keys,
                                     settings=tuple(SETTING_SPECS), writable_switches=("charge", "discharge")))
     bridge = run_scenario([])
@@ -224,17 +244,26 @@ def test_every_catalog_quantity_maps_to_valid_entities() -> None:
     for q in CATALOG.values():
         if q.shape.value == "scalar":
             assert q.key in keys, q.key
-    # Every shared setting became a number/select with the shared spec's range, step, unit and options.
-    for entities in (pack, grp):
-        settings = {e.key: e for e in entities if e.platform in ("number", "select")}
+    # Every shared setting became a number/select with the shared spec's range, step, unit and options (a group's
+    # select: only the options a group takes).
+    for entities, is_group in ((pack, False), (grp, True)):
+        settings = {e.key: e for e in entities if e.platform in ("number", "select") and e.key in SETTING_SPECS}
         assert list(settings) == list(SETTING_SPECS)
         for key, e in settings.items():
             spec = SETTING_SPECS[key]
             if spec.options is not None:
-                assert e.platform == "select" and e.options == spec.options
+                assert e.platform == "select" and e.options == setting_options(spec, group=is_group)
+                assert e.options and set(e.options) <= set(spec.options)
             else:
                 assert e.platform == "number" and e.unit == spec.unit
                 assert dict(e.extra) == {"min": spec.min, "max": spec.max, "step": spec.step, "mode": "box"}
+    # Every declared BMS setting became a number of its own (no clash with the aggregator's max_charge_current).
+    numbers = {e.key: e for e in pack if e.platform == "number" and e.key.startswith("bms_")}
+    assert list(numbers) == [f"bms_{s.name}" for s in bms_settings]
+    assert numbers["bms_cell_ovp"].device_class == "voltage" and numbers["bms_max_charge_current"].device_class == (
+        "current")
+    assert numbers["bms_charge_otp"].device_class is None and numbers["bms_charge_otp"].unit == "C"
+    assert numbers["bms_precharge_time"].unit is None and "max_charge_current" in {e.key for e in pack}
     # Bridge-local entities never stand in for a catalog quantity (the aggregator's values are catalog keys).
     assert not LOCAL.keys() & CATALOG.keys()
     assert {"cycles_soc", "cycles_throughput", "time_to_empty", "time_to_full"} <= CATALOG.keys()
@@ -302,3 +331,33 @@ def test_removed_component_goes_through_hass_two_steps() -> None:
     first, second = (json.loads(p)["components"] for _, p, _ in sent)
     assert first["cell_voltages_4"] == {"platform": "sensor"} and first["cell_voltages_2"]["platform"] == "sensor"
     assert "cell_voltages_3" not in second and "cell_voltages_2" in second
+
+
+def test_group_charge_control_offers_only_what_a_group_takes() -> None:
+    """A group's charge_control select offers the options the aggregator accepts for a group (auto/off): the
+    bridge refuses bulk/float there itself; a pack's select keeps every option."""
+    from bmsbus.aggregator.battery_settings import GROUP_MODES
+    from bmsbus.ha_bridge.commands import CommandError, setting_value
+
+    spec = SETTING_SPECS["charge_control"]
+    assert setting_options(spec, group=True) == GROUP_MODES
+    assert setting_options(spec, group=False) == spec.options
+    bridge = run_scenario(group())
+    select = bridge.views["bank"].config["components"]["charge_control"]
+    assert select["options"] == list(GROUP_MODES)
+    sent: list[tuple[str, bytes]] = []
+
+    async def record(topic: str, payload: bytes, *, retain: bool = False) -> None:
+        sent.append((topic, payload))
+
+    bridge._publish = record  # type: ignore[method-assign]
+    for value in ("bulk", "off"):
+        asyncio.run(bridge.handle(Message(select["command_topic"], value.encode(), False)))
+    requests = [json.loads(p) for t, p in sent if t == f"{ROOT}/battery/bank/settings/set"]
+    assert [r["settings"] for r in requests] == [{"charge_control": "off"}]
+    diags = [json.loads(p)["last_command"] for t, p in sent if t == f"{ROOT}/ha/bank/diag"]
+    assert diags[0].startswith("Charge control bulk: refused (charge_control: 'bulk' is not one of ['auto', 'off']")
+    assert diags[-1] == "Charge control off: sent"
+    with pytest.raises(CommandError):
+        setting_value(spec, b"float", ("auto", "off"))
+    assert setting_value(spec, b"float") == "float"  # a pack

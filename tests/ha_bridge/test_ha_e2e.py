@@ -161,3 +161,58 @@ async def test_switch_round_trip_with_a_real_collector(mqtt_config, watcher_fact
         await publish(switch["command_topic"], "ON")
         await w.wait_for(lambda: render(switch, w) == "ON", what="HA state back ON")
         assert all(c["status"] == "ok" for c in w.json_on("/bms/p1/cmd/result"))
+
+
+async def test_bms_setting_number_round_trip_with_a_real_collector(mqtt_config, watcher_factory, publish) -> None:
+    """A setting the BMS declares (JK cell_ovp) is an HA number: discovered from the meta's setting_specs, its
+    state the value read from the BMS (meta setting_values); HA sets it -> Command set_setting -> the collector
+    writes it through the JK protocol into the emulated BMS and reads it back -> the number follows. A change
+    made on the BMS itself (the JK app) shows too, on the driver's next settings read."""
+    cfg = parse_config({"site": "t", "collector": {"id": "col", "sample_period": 0.3},
+                        "devices": [{"alias": "p1", "type": "simulated", "protocol": "jk_32s", "cells": 4,
+                                     "options": {"settings_interval": 1}}],
+                        "ha_bridge": {"remove_stale": False}})
+    cfg.mqtt = mqtt_config
+    collector = Collector(cfg)
+    async with watcher_factory("homeassistant/#", f"{ROOT}/#") as w, running(collector.run(), HaBridge(cfg).run()):
+        await w.wait_for(lambda: (d := discovery(w, "p1")) and "bms_cell_ovp" in d["components"],
+                         what="discovery with the BMS's settings")
+        config = discovery(w, "p1")
+        assert config is not None
+        number = config["components"]["bms_cell_ovp"]
+        assert (number["platform"], number["min"], number["max"], number["step"], number["unit_of_measurement"],
+                number["device_class"], number["mode"], number["entity_category"]) == (
+            "number", 1.2, 4.5, 0.001, "V", "voltage", "box", "config")
+        assert number["command_topic"] == f"{ROOT}/ha/p1/number/bms_cell_ovp/set" and "optimistic" not in number
+        assert {"bms_cell_uvp", "bms_balance_trigger_delta", "bms_balance_start_voltage"} <= set(config["components"])
+        meta = w.json_on("/bms/p1/meta")[-1]
+        assert meta["settings"] == [s["name"] for s in meta["setting_specs"]]  # the old field is kept
+        await w.wait_for(lambda: render(number, w) == 3.65 and available(config, "bms_cell_ovp", w),
+                         what="the emulated BMS's cell_ovp as the number's state")
+
+        # HA sets the number.
+        await publish(number["command_topic"], "3.6")
+        await w.wait_for(lambda: w.json_on("/bms/p1/cmd/result"), what="command result")
+        cmd, result = w.json_on("/bms/p1/cmd")[-1], w.json_on("/bms/p1/cmd/result")[-1]
+        assert (cmd["action"], cmd["setting"], cmd["number"], cmd["origin"]) == ("set_setting", "cell_ovp", 3.6,
+                                                                                  "ha_bridge")
+        assert cmd["id"].startswith("ha-") and 0 < cmd["expires"] - cmd["issued"] <= 60
+        assert (result["id"], result["status"]) == (cmd["id"], "ok"), result
+        emulator = collector.runners["p1"].driver.link.emulator  # type: ignore[union-attr]
+        assert emulator.state.settings["cell_ovp"] == pytest.approx(3.6)
+        await w.wait_for(lambda: render(number, w) == 3.6, what="the number follows the BMS")
+        assert w.json_on("/bms/p1/meta")[-1]["setting_values"]["cell_ovp"] == 3.6
+        await w.wait_for(lambda: (render(config["components"]["last_command"], w) or "").startswith(
+            "Cell OVP 3.6 V: ok"), what="last command ok")
+
+        # Out of the declared range: refused by the bridge with the reason; nothing reaches the bus.
+        await publish(number["command_topic"], "9")
+        await w.wait_for(lambda: "refused" in (render(config["components"]["last_command"], w) or ""),
+                         what="refusal shown")
+        assert render(config["components"]["last_command"], w) == (
+            "Cell OVP 9: refused (cell_ovp: 9 is outside 1.2..4.5 V)")
+        assert len(w.json_on("/bms/p1/cmd")) == 1
+
+        # Changed on the BMS itself: seen on the next settings read, and the number follows.
+        emulator.state.settings["cell_ovp"] = 3.55
+        await w.wait_for(lambda: render(number, w) == 3.55, what="a change made on the BMS")

@@ -349,7 +349,8 @@ async def test_victron_smartshunt_characteristics_with_pin(peripheral) -> None: 
 
 async def test_the_collector_supervisor_reads_a_paired_victron_shunt(peripheral) -> None:  # noqa: ANN001
     """config `type: victron` with `pin:` -> factory -> BleLink (pairs) -> VictronDriver -> samples."""
-    from bmsbus.collector.service import DeviceRunner, Outbox
+    from bmsbus.collector.outbox import Outbox
+    from bmsbus.collector.service import DeviceRunner
     from bmsbus.shared.config import Config
     from bmsbus.shared.topics import Topics
 

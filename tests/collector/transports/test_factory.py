@@ -75,3 +75,35 @@ def test_aiobmsble_types_bring_their_own_link() -> None:
         pytest.skip("no aiobmsble-backed types registered")
     link = open_link(dev(type=name, address="AA:BB:CC:DD:EE:FF"), protocols.get(name))
     assert link.kind == "aiobmsble"
+
+
+def test_transport_and_proxy_fields_with_the_collectors_proxies() -> None:
+    from bmsbus.collector.links.factory import proxy_configs
+    from bmsbus.shared.config import parse_config
+
+    cfg = parse_config({"collector": {"esphome_proxies": [
+        {"name": "garage", "host": "10.0.0.9", "noise_psk": "k" * 44}, {"host": "10.0.0.10", "port": 6054}]},
+        "devices": [{"type": "jk", "address": "C8:47:8C:E4:54:0F", "transport": "esphome", "proxy": "garage"}]})
+    proxies = proxy_configs(cfg.collector.esphome_proxies)
+    assert proxies == [ProxyConfig("10.0.0.9", 6053, "k" * 44, None, "garage"), ProxyConfig("10.0.0.10", 6054)]
+    link = open_link(cfg.devices[0], protocols.get("jk"), proxies=proxies)
+    assert isinstance(link, EsphomeLink) and link.only == "garage" and link.proxy_configs == tuple(proxies)
+    # The collector's pool is keyed by these values: converting the config again finds the same pool.
+    assert tuple(proxy_configs(cfg.collector.esphome_proxies)) == link.proxy_configs
+
+
+def test_config_problems_without_building_a_link() -> None:
+    from bmsbus.collector.links.factory import config_problems
+
+    jk = protocols.get("jk")
+    assert config_problems(dev(type="jk", address="JK_X"), jk) == []
+    assert config_problems(dev(type="jk", address="JK_X", transport="esphome"), jk, [{"host": "h", "name": "p"}]) == []
+    assert config_problems(dev(type="jk", address="JK_X", transport="esphome", proxy="q"), jk,
+                           [{"host": "h", "name": "p"}]) == [("proxy", "no ESPHome proxy named 'q'; allowed: p")]
+    assert config_problems(dev(type="jk", address="JK_X", transport="serial"), jk) == [
+        ("transport", "jk is a BLE protocol; it cannot run over a serial port ('JK_X')")]
+    name = next((n for n, e in protocols.REGISTRY.items() if getattr(e.driver, "owns_transport", False)), None)
+    if name is not None:
+        assert config_problems(dev(type=name, address="AA:BB:CC:DD:EE:FF", transport="esphome"),
+                               protocols.get(name)) == [
+            ("transport", f"{name} uses its own BLE connection on this host; allowed: auto, ble")]

@@ -81,9 +81,34 @@ class SwitchSpec(BusModel):
     writable: bool = True
 
 
+class BmsSettingSpec(BaseModel):
+    """One writable setting of a BMS, as its driver declares it (`Meta.setting_specs`): everything a consumer
+    needs to offer it (an HA number: range, step, unit) and to send `Command(action="set_setting",
+    setting=<name>, number=<value in unit>)`. The device checks the range again when it writes."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    name: Id
+    unit: str | None = Field(default=None, description="SI unit of the value (V, A, ...)")
+    min: Finite
+    max: Finite
+    step: Finite = Field(gt=0, description="resolution the device stores")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _a_range(self) -> BmsSettingSpec:
+        if not self.min < self.max:
+            raise ValueError(f"{self.name}: min ({self.min:g}) must be below max ({self.max:g})")
+        return self
+
+
 class Meta(BusModel):
     """Device info and capabilities (topic `bms/<bms>/meta`, retained). Consumers derive entities and fields
-    from `quantities` (catalog keys the device reports) and `switches`."""
+    from `quantities` (catalog keys the device reports), `switches` and `setting_specs`.
+
+    `settings` (names only) predates `setting_specs` and stays for older consumers: the names of both are the
+    same. `setting_values` are the current values of the declared settings as last read from the BMS (after
+    a write, and whenever a periodic read finds them changed, the meta is re-published); a setting not read
+    yet is absent."""
 
     topic_kind: ClassVar[str] = "meta"
     bms: Id
@@ -102,6 +127,8 @@ class Meta(BusModel):
     quantities: list[str] = Field(default_factory=list)
     switches: list[SwitchSpec] = Field(default_factory=list)
     settings: list[str] = Field(default_factory=list)
+    setting_specs: list[BmsSettingSpec] = Field(default_factory=list)
+    setting_values: dict[str, Finite] = Field(default_factory=dict)
     extra: dict[str, str] = Field(default_factory=dict)
 
 

@@ -5,18 +5,21 @@ HA publishes on our own tree, never under the discovery prefix:
     <root>/ha/<id>/button/reset_meters/set     PRESS                -> MetersReset on battery/<id>/meters/reset
     <root>/ha/<id>/number/<setting>/set        a number             -> SettingsRequest on battery/<id>/settings/set
     <root>/ha/<id>/select/<setting>/set        one of the options   -> SettingsRequest on battery/<id>/settings/set
+    <root>/ha/<id>/number/bms_<name>/set       a number             -> Command set_setting on bms/<id>/cmd
 Each translated message is a bus model (validated on construction) with a fresh id and a short expiry, so a late
-or replayed one is refused downstream. A setting is also checked against its shared spec
-(`bmsbus.shared.settings`) here, so a bad value is refused with its reason before it reaches the bus.
+or replayed one is refused downstream. A setting is also checked against its spec (`bmsbus.shared.settings`,
+or for a BMS setting the `BmsSettingSpec` its meta declares) here, so a bad value is refused with its reason
+before it reaches the bus.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from pydantic import ValidationError
 
-from bmsbus.shared.models import Command, CommandResult, MetersReset, SettingsRequest
+from bmsbus.shared.models import BmsSettingSpec, Command, CommandResult, MetersReset, SettingsRequest
 from bmsbus.shared.settings import SettingSpec
 
 ORIGIN = "ha_bridge"
@@ -48,10 +51,13 @@ def switch_command(switch: str, payload: bytes, *, now: float, expiry: float, id
                    origin=ORIGIN)
 
 
-def setting_value(spec: SettingSpec, payload: bytes) -> float | str:
-    """The value HA sent for one setting, checked against the shared spec; CommandError says why not."""
+def setting_value(spec: SettingSpec, payload: bytes, options: tuple[str, ...] | None = None) -> float | str:
+    """The value HA sent for one setting, checked against the shared spec (and, for a choice, against the
+    `options` this battery's select offers, e.g. a group's fewer); CommandError says why not."""
     text = _text(payload)
     value: object = text
+    if spec.options is not None and options is not None and text not in options:
+        raise CommandError(f"{spec.key}: {text[:20]!r} is not one of {list(options)} here")
     if spec.options is None:
         try:
             value = float(text)
@@ -64,14 +70,29 @@ def setting_value(spec: SettingSpec, payload: bytes) -> float | str:
 
 
 def setting_request(battery: str, spec: SettingSpec, payload: bytes, *, now: float, expiry: float,
-                    id: str | None = None) -> SettingsRequest:
+                    id: str | None = None, options: tuple[str, ...] | None = None) -> SettingsRequest:
     """`battery/<id>/settings/set`: one setting per HA change."""
-    value = setting_value(spec, payload)
+    value = setting_value(spec, payload, options)
     try:
         return SettingsRequest(id=id or new_id(), battery=battery, settings={spec.key: value}, issued=now,
                                expires=now + expiry, origin=ORIGIN)
     except ValidationError as exc:
         raise _invalid(exc) from None
+
+
+def bms_setting_command(spec: BmsSettingSpec, payload: bytes, *, now: float, expiry: float,
+                        id: str | None = None) -> Command:
+    """`bms/<id>/cmd` set_setting: one BMS setting per HA change, in the range the BMS declares."""
+    text = _text(payload)
+    try:
+        number = float(text)
+    except ValueError:
+        raise CommandError(f"{spec.name}: not a number: {text[:20]!r}") from None
+    if not math.isfinite(number) or not spec.min <= number <= spec.max:
+        raise CommandError(f"{spec.name}: {text[:20]} is outside {spec.min:g}..{spec.max:g} {spec.unit or ''}"
+                           .rstrip())
+    return Command(id=id or new_id(), action="set_setting", setting=spec.name, number=number, issued=now,
+                   expires=now + expiry, origin=ORIGIN)
 
 
 def meters_reset(battery: str, payload: bytes, *, now: float, expiry: float, id: str | None = None) -> MetersReset:
@@ -94,6 +115,11 @@ def what_switch(switch: str, value: bool) -> str:
 def what_setting(spec: SettingSpec, value: float | str) -> str:
     shown = f"{value:g}" if isinstance(value, float) else value
     return f"{spec.name} {shown}{' ' + spec.unit if spec.unit else ''}"
+
+
+def what_bms_setting(label: str, spec: BmsSettingSpec, value: float) -> str:
+    """`Cell OVP 3.6 V`."""
+    return f"{label} {value:g}{' ' + spec.unit if spec.unit else ''}"
 
 
 WHAT_RESET = "Reset meters"

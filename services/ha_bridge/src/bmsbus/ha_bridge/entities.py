@@ -10,23 +10,28 @@ declared here as `QuantitySpec`s of the same shape (`LOCAL`), so they go through
 never shadows a catalog key. Everything the aggregator computes per pack and group (meters, cell statistics,
 computed cycles, time to go) is a catalog quantity (`STATE_QUANTITIES`), not a special case here.
 
-The number/select entities are the aggregator's runtime settings, `bmsbus.shared.settings.SETTINGS`.
+The number/select entities are the aggregator's runtime settings, `bmsbus.shared.settings.SETTINGS` (a group's
+select offers only the options a group takes, `GROUP_OPTIONS`), and the BMS's own writable settings, one number
+per `Meta.setting_specs` entry (key `bms_<name>`, range/step/unit from the spec, state from
+`Meta.setting_values`).
 
 Which entities a device gets is decided by what it declares, never by what happened to be non-null once:
 - a pack (one BMS): `Meta.quantities` and `Meta.switches`; per-cell and per-sensor entities are expanded by
   the counts in the meta or, if the meta has none, by the lengths in the first sample; meters and other
   aggregator values by the keys of the pack's `BatteryState`; RSSI once a link message carried one.
 - a group: the keys of its `BatteryState`;
-- settings: the keys the aggregator publishes on `battery/<id>/settings`.
+- settings: the keys the aggregator publishes on `battery/<id>/settings`;
+- BMS settings: the pack's `Meta.setting_specs`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from bmsbus.shared.models import BatteryState
+from bmsbus.shared.models import BatteryState, BmsSettingSpec
 from bmsbus.shared.quantities import CATALOG, SAMPLE_QUANTITIES, STATE_QUANTITIES, Category, Kind, QuantitySpec
 from bmsbus.shared.quantities import Semantic as Sem
 from bmsbus.shared.quantities import Shape
@@ -40,7 +45,8 @@ STATE: Final = "state"  # flattened from battery/<id>/state
 CONTROL: Final = "control"  # flattened from battery/<id>/control
 SETTINGS: Final = "settings"  # flattened from battery/<id>/settings
 DIAG: Final = "diag"  # flattened from bms/<id>/link plus the last command's outcome
-SOURCES: Final = (SAMPLE, STATE, CONTROL, SETTINGS, DIAG)
+BMS_SETTINGS: Final = "bms_settings"  # flattened from bms/<id>/meta `setting_values` (the BMS's own settings)
+SOURCES: Final = (SAMPLE, STATE, CONTROL, SETTINGS, DIAG, BMS_SETTINGS)
 
 M, TI, T, S, E = Kind.MEASUREMENT, Kind.TOTAL_INCREASING, Kind.TOTAL, Kind.STATE, Kind.ENUM
 
@@ -224,15 +230,61 @@ def binary(key: str, source: str, *, expires: bool = True) -> Entity:
                   category="diagnostic" if diagnostic else None, expires=expires)
 
 
-def setting(spec: SettingSpec) -> Entity:
+# Choices a group takes where it takes fewer than a pack (the aggregator's battery_settings.GROUP_MODES: bulk and
+# float are states of a pack's own charge-control machine; a group holds them on its members).
+GROUP_OPTIONS: Final[Mapping[str, frozenset[str]]] = {"charge_control": frozenset({"auto", "off"})}
+
+
+def setting_options(spec: SettingSpec, *, group: bool) -> tuple[str, ...] | None:
+    """The options a select offers: the shared spec's, for a group only those a group takes (spec order)."""
+    if spec.options is None or not group or spec.key not in GROUP_OPTIONS:
+        return spec.options
+    return tuple(o for o in spec.options if o in GROUP_OPTIONS[spec.key])
+
+
+def setting(spec: SettingSpec, *, group: bool = False) -> Entity:
     """A number (or a select, for a choice) whose range, step and unit are the shared spec's. Its state is the
     aggregator's retained `battery/<id>/settings`: never optimistic, so a refused change leaves it unchanged."""
     if spec.options is not None:
         return Entity(key=spec.key, platform="select", name=spec.name, source=SETTINGS, category="config",
-                      options=spec.options, expires=False, command=f"select/{spec.key}")
+                      options=setting_options(spec, group=group), expires=False, command=f"select/{spec.key}")
     device_class = HA_SENSOR_CLASSES[(spec.semantic, M)][0] if spec.semantic else None
     return Entity(key=spec.key, platform="number", name=spec.name, source=SETTINGS, category="config",
                   device_class=device_class, unit=spec.unit, expires=False, command=f"number/{spec.key}",
+                  extra=(("min", spec.min), ("max", spec.max), ("step", spec.step), ("mode", "box")))
+
+
+# BMS settings: HA number device classes by unit, only where the unit is one HA accepts for that class
+# (reference §4: voltage V/mV, current A/mA, power W/kW); any other unit is passed as-is without a class.
+NUMBER_DEVICE_CLASSES: Final[Mapping[str, str]] = {"V": "voltage", "mV": "voltage", "A": "current", "mA": "current",
+                                                   "W": "power", "kW": "power"}
+ACRONYMS: Final = frozenset({"ovp", "uvp", "ocp", "otp", "utp", "scp", "ovpr", "uvpr", "otpr", "utpr", "soc", "mos",
+                             "rcv", "rfv"})
+
+
+def bms_setting_key(name: str) -> str:
+    """Entity key of a BMS setting: its own namespace, so a BMS setting never takes the key of an aggregator
+    setting of the same name (JK's settings frame has a `max_charge_current` too)."""
+    return f"bms_{name}"
+
+
+def bms_setting_name(name: str) -> str:
+    """`cell_ovp` -> `Cell OVP`, `balance_trigger_delta` -> `Balance trigger delta`."""
+    words = [w.upper() if w in ACRONYMS else w for w in name.split("_")]
+    return " ".join(words)[:1].upper() + " ".join(words)[1:]
+
+
+def _decimals(step: float) -> int:
+    return max(0, -math.floor(math.log10(step) + 1e-9))
+
+
+def bms_setting(spec: BmsSettingSpec) -> Entity:
+    """A number for one setting the BMS declares (`Meta.setting_specs`): range, step and unit from the spec; its
+    state is the value last read from the BMS (`Meta.setting_values`), never optimistic."""
+    key = bms_setting_key(spec.name)
+    return Entity(key=key, platform="number", name=bms_setting_name(spec.name), source=BMS_SETTINGS,
+                  category="config", device_class=NUMBER_DEVICE_CLASSES.get(spec.unit or ""), unit=spec.unit,
+                  precision=_decimals(spec.step), expires=False, command=f"number/{key}",
                   extra=(("min", spec.min), ("max", spec.max), ("step", spec.step), ("mode", "box")))
 
 
@@ -259,6 +311,7 @@ class PackFacts:
     control_keys: frozenset[str] = frozenset()  # non-null keys of its Control
     settings: tuple[str, ...] = ()  # keys the aggregator publishes on battery/<id>/settings
     rssi: bool = False
+    bms_settings: tuple[BmsSettingSpec, ...] = ()  # the BMS's own writable settings (Meta.setting_specs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,10 +387,10 @@ def _control_entities(b: _Builder, keys: frozenset[str]) -> None:
         b.add(sensor(LOCAL["soc_window"], source=CONTROL, expires=False))
 
 
-def _settings_entities(b: _Builder, keys: Iterable[str]) -> None:
+def _settings_entities(b: _Builder, keys: Iterable[str], *, group: bool) -> None:
     """A number/select per setting the aggregator publishes, in the shared declaration's order."""
     keys = set(keys)
-    b.add(*(setting(spec) for spec in SETTING_LIST if spec.key in keys))
+    b.add(*(setting(spec, group=group) for spec in SETTING_LIST if spec.key in keys))
 
 
 def _last_command(b: _Builder, *, link_independent: bool) -> None:
@@ -376,7 +429,8 @@ def pack_entities(f: PackFacts) -> list[Entity]:
     # The aggregator's values for this pack, where the samples did not already give them.
     _state_entities(b, f.state_keys - ({*CELL_STAT_KEYS} if "cell_voltages" in q else set()), None, group=False)
     _control_entities(b, f.control_keys)
-    _settings_entities(b, f.settings)
+    _settings_entities(b, f.settings, group=False)
+    b.add(*(bms_setting(spec) for spec in f.bms_settings))
     if f.state_keys & METER_KEYS:
         b.add(_meter_button())
     # Link diagnostics stay available while the link is down: that is when they matter.
@@ -393,7 +447,7 @@ def group_entities(f: GroupFacts) -> list[Entity]:
     _state_entities(b, f.state_keys, f.temperatures, group=True)
     b.add(*switch_entities(f.writable_switches))
     _control_entities(b, f.control_keys)
-    _settings_entities(b, f.settings)
+    _settings_entities(b, f.settings, group=True)
     if f.state_keys & METER_KEYS:
         b.add(_meter_button())
     _last_command(b, link_independent=False)

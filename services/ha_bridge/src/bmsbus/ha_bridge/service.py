@@ -3,11 +3,12 @@
 Listens to the bus (meta, birth, link, sample, cmd/result, battery state, control, settings) and to HA (its
 status topic and the command topics under `<root>/ha/`), and publishes:
 - retained discovery `<prefix>/device/bmsbus_<site>_<id>/config` per pack (BMS) and per group;
-- the flat HA state topics `<root>/ha/<id>/{sample,state,control,settings,diag}` (not retained; re-sent after
-  HA's birth);
-- Commands on `bms/<id>/cmd` (`battery/<id>/cmd` for a group), MetersReset on `battery/<id>/meters/reset` and
-  SettingsRequests on `battery/<id>/settings/set`; the CommandResult of each (for the last two on
-  `battery/<id>/cmd/result`) is shown in the device's "Last command" sensor, as is a command the bridge refuses;
+- the flat HA state topics `<root>/ha/<id>/{sample,state,control,settings,diag,bms_settings}` (not retained;
+  re-sent after HA's birth);
+- Commands on `bms/<id>/cmd` (`battery/<id>/cmd` for a group; a BMS setting: `set_setting`), MetersReset on
+  `battery/<id>/meters/reset` and SettingsRequests on `battery/<id>/settings/set`; the CommandResult of each
+  (for the last two on `battery/<id>/cmd/result`) is shown in the device's "Last command" sensor, as is a
+  command the bridge refuses;
 - its own status `<root>/ha/status` (retained online/offline, last will), part of every entity's availability.
 
 When a device leaves (its discovery is cleared with an empty retained payload):
@@ -33,8 +34,8 @@ from typing import Any
 
 from bmsbus.shared.bus import Bus, Inbox, Message, run_connected
 from bmsbus.shared.config import Config
-from bmsbus.shared.models import (BatteryState, Birth, CommandResult, Control, Link, Meta, Sample, SettingsState,
-                                  dumps)
+from bmsbus.shared.models import (BatteryState, Birth, BmsSettingSpec, CommandResult, Control, Link, Meta, Sample,
+                                  SettingsState, dumps)
 from bmsbus.shared.runner import ServiceSpec, add_service_command
 from bmsbus.shared.settings import SETTING_SPECS
 from bmsbus.shared.topics import ID_PATTERN, OFFLINE, ONLINE, Topics
@@ -42,9 +43,10 @@ from bmsbus.shared.topics import ID_PATTERN, OFFLINE, ONLINE, Topics
 from . import commands as cmds
 from .discovery import (HaTopics, Origin, device_config, group_availability, group_device_info, pack_availability,
                         pack_device_info, without)
-from .entities import (CONTROL, DIAG, SAMPLE, SETTINGS, STATE, Entity, GroupFacts, PackFacts, group_entities,
-                       pack_entities)
-from .state import control_values, diag_values, group_switch_values, render, sample_values, state_values
+from .entities import (BMS_SETTINGS, CONTROL, DIAG, SAMPLE, SETTINGS, STATE, Entity, GroupFacts, PackFacts,
+                       bms_setting_key, group_entities, pack_entities)
+from .state import (bms_setting_values, control_values, diag_values, group_switch_values, render, sample_values,
+                    state_values)
 
 log = logging.getLogger("bmsbus.ha_bridge")
 
@@ -203,7 +205,8 @@ class HaBridge:
         elif isinstance(model, Meta):
             view = self._view(ref.entity, "pack")
             view.meta = model
-            await self._sync(view)
+            if not await self._sync(view):  # a new config is followed by its states, this one included
+                await self._publish_bms_settings(view)
             for group in list(self.views.values()):  # a group's switches depend on its members' metas
                 if group.kind == "group" and ref.entity in self._members(group):
                     await self._sync(group)
@@ -350,16 +353,37 @@ class HaBridge:
                 await self._refuse(view, msg.topic, cmds.WHAT_RESET, str(exc))
                 return
             await self._send(view, t.battery_meters_reset(device), reset, cmds.WHAT_RESET)
-        else:  # number / select: a setting
-            spec = SETTING_SPECS[name]
+        elif (bms_spec := self._bms_setting(view, name)) is not None:  # a number for a setting of the BMS
             try:
-                request = cmds.setting_request(device, spec, msg.payload, now=now, expiry=expiry)
+                command = cmds.bms_setting_command(bms_spec, msg.payload, now=now, expiry=expiry)
+            except cmds.CommandError as exc:
+                shown = msg.payload.decode(errors="replace").strip()[:20]
+                await self._refuse(view, msg.topic, f"{entity.name} {shown}", str(exc))
+                return
+            assert command.number is not None
+            await self._send(view, t.bms_cmd(device), command,
+                             cmds.what_bms_setting(entity.name, bms_spec, command.number))
+        else:  # number / select: an aggregator setting
+            spec = SETTING_SPECS.get(name)
+            if spec is None:  # a BMS setting its meta no longer declares
+                self.inbox.skip("ha_command", msg.topic, f"{device} has no setting {name!r} (any more)")
+                return
+            try:
+                request = cmds.setting_request(device, spec, msg.payload, now=now, expiry=expiry,
+                                               options=entity.options)
             except cmds.CommandError as exc:
                 shown = msg.payload.decode(errors="replace").strip()[:20]
                 await self._refuse(view, msg.topic, f"{spec.name} {shown}", str(exc))
                 return
             await self._send(view, t.battery_settings_set(device), request,
                              cmds.what_setting(spec, request.settings[name]))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _bms_setting(view: View, key: str) -> BmsSettingSpec | None:
+        """The BMS setting behind a number's key (`bms_<name>`), as the pack's meta declares it."""
+        if view.kind != "pack" or view.meta is None:
+            return None
+        return next((s for s in view.meta.setting_specs if bms_setting_key(s.name) == key), None)
 
     # --- discovery -------------------------------------------------------------------------------
 
@@ -387,7 +411,7 @@ class HaBridge:
                          readonly_switches=tuple(dict.fromkeys(readonly)),
                          cells=meta.cell_count or view.cells, temperatures=meta.temperature_count or view.temperatures,
                          state_keys=view.state_keys, control_keys=view.control_keys, settings=settings,
-                         rssi=view.rssi)
+                         rssi=view.rssi, bms_settings=tuple(meta.setting_specs))
 
     def _group_switches(self, group: View) -> tuple[str, ...]:
         """Switches every member declares writable (the aggregator fans a group command out to all)."""
@@ -450,6 +474,7 @@ class HaBridge:
             await self._publish_state(view, SETTINGS, dict(view.settings.values))
         if view.control is not None:
             await self._publish_state(view, CONTROL, control_values(view.control))
+        await self._publish_bms_settings(view)
         await self._publish_diag(view)
         return True
 
@@ -465,6 +490,11 @@ class HaBridge:
         payload = dumps(render(view.entities, source, values))
         view.states[source] = payload
         await self._publish(self.ha.state(view.id, source), payload)
+
+    async def _publish_bms_settings(self, view: View) -> None:
+        """The BMS's own settings (its numbers' state), from the meta: re-published with every meta."""
+        if view.meta is not None and any(e.source == BMS_SETTINGS for e in view.entities):
+            await self._publish_state(view, BMS_SETTINGS, bms_setting_values(view.meta))
 
     async def _publish_diag(self, view: View) -> None:
         if view.kind == "pack" and view.link is None:

@@ -1,4 +1,4 @@
-"""Bus messages -> the flat JSON of the HA state topics (`<root>/ha/<id>/{sample,state,diag}`). Pure.
+"""Bus messages -> the flat JSON of the HA state topics (`<root>/ha/<id>/<source>`, entities.SOURCES). Pure.
 
 Why the bridge republishes instead of pointing HA's value templates at the bus topics:
 - every value template is the same trivial `{{ value_json.<key> }}`; derived values (discharge-positive
@@ -19,9 +19,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bmsbus.shared.models import BatteryState, Control, Link, Sample
+from bmsbus.shared.models import BatteryState, Control, Link, Meta, Sample
 
-from .entities import Entity
+from .entities import Entity, bms_setting_key
 
 def _on(v: bool | None) -> str | None:
     return None if v is None else ("ON" if v else "OFF")
@@ -110,6 +110,12 @@ def group_switch_values(member_switches: Iterable[Mapping[str, bool] | None], na
         states = {m.get(name) if m is not None else None for m in members}
         v[f"switch_{name}"] = _on(states.pop()) if len(states) == 1 and None not in states else None
     return v
+
+
+def bms_setting_values(meta: Meta) -> dict[str, Any]:
+    """The BMS's own settings as last read (`Meta.setting_values`), by entity key; a declared setting not read
+    yet is absent, so its number shows "unknown"."""
+    return {bms_setting_key(name): value for name, value in meta.setting_values.items()}
 
 
 def diag_values(link: Link | None, last_command: str | None) -> dict[str, Any]:

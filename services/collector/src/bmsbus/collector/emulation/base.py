@@ -73,12 +73,14 @@ class PackState:
 
 @dataclass
 class Faults:
-    """Faults an emulator injects on demand (probabilities per frame, 0..1)."""
+    """Faults an emulator injects on demand (probabilities per frame, 0..1). `disconnect` is a link fault:
+    EmulatedLink honours it, the emulator itself only carries it."""
 
     corrupt_checksum: float = 0.0
     junk: float = 0.0  # random bytes before a frame
     truncate: float = 0.0
     silence: bool = False  # answer nothing at all
+    disconnect: bool = False  # the device is gone: an open link drops, a new one cannot connect
 
 
 class Emulator(Protocol):

@@ -3,6 +3,8 @@
 The emulator is sans-I/O (bytes in, bytes out); this link gives it a transport's shape: our writes
 reach `emulator.receive()`, its answers come back split into `mtu`-sized chunks like BLE
 notifications, and `emulator.tick()` runs every `tick_period` for devices that stream on their own.
+`emulator.faults.disconnect` makes the device unreachable: connecting raises DeviceNotFound and an open
+link is closed (LinkClosed) at its next write or tick.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from typing import Self
 
 from ..emulation.base import Emulator
-from .base import LinkClosed, QueueLink
+from .base import DeviceNotFound, LinkClosed, QueueLink
 
 
 class EmulatedLink(QueueLink):
@@ -28,7 +30,19 @@ class EmulatedLink(QueueLink):
         self._ticker: asyncio.Task[None] | None = None
         self.rssi = -60
 
+    def _gone(self) -> bool:
+        """True if the emulated device has dropped off (fault `disconnect`); closes the link once."""
+        faults = getattr(self.emulator, "faults", None)
+        if faults is None or not faults.disconnect:
+            return False
+        if self._closed is None:
+            self._lost("device dropped the link")
+        return True
+
     async def __aenter__(self) -> Self:
+        faults = getattr(self.emulator, "faults", None)
+        if faults is not None and faults.disconnect:
+            raise DeviceNotFound("emulated device is not reachable")
         self._closed = None
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever(), name="emulator-tick")
         return self
@@ -50,14 +64,14 @@ class EmulatedLink(QueueLink):
                 self._deliver(frame[i : i + step])
 
     async def send(self, data: bytes) -> None:
-        if self._closed is not None:
-            raise LinkClosed(self._closed)
+        if self._closed is not None or self._gone():
+            raise LinkClosed(self._closed or "closed")
         replies = self.emulator.receive(data)
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
         self._emit(replies)
 
     async def _tick_forever(self) -> None:
-        while True:
+        while not self._gone():
             self._emit(self.emulator.tick(time.time()))
             await asyncio.sleep(self.tick_period)

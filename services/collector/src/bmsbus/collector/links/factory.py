@@ -2,14 +2,16 @@
 
 Routing is data (httpx mounts style), decided from the device config and what the protocol supports:
 
-- `transport` (device field once config.py has it, until then `options.transport`): `ble`, `esphome` or
-  `serial` forces one; `auto` (default) decides from the address.
+- `transport:` `ble`, `esphome` or `serial` forces one (`options.transport` is still read when the field is
+  left at `auto`, for configs written before the field existed); `auto` (default) decides from the address.
 - serial when the address is a path or URL (`/dev/...`, `COM3`, `socket://`, `rfc2217://`), or
   batmon-ha's `address: serial` with the port in `adapter:`, or when the protocol has no BLE side.
 - otherwise BLE on the host's BlueZ (`adapter:` hciN or controller MAC; `pin:` for passkey devices).
+- `esphome`: through the proxies of `collector.esphome_proxies` (`proxy:` pins one by name).
 - aiobmsble-backed types (`<plugin>_ble`, `entry.driver.owns_transport`) bring their own link.
 
-Links are only built here; nothing connects until the caller enters them.
+Links are only built here; nothing connects until the caller enters them. `config_problems` runs the same
+decisions without building anything, for `bmsbus config check`.
 """
 
 from __future__ import annotations
@@ -72,16 +74,69 @@ def serial_spec(dev: DeviceConfig, spec: SerialSpec) -> SerialSpec:
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
-def proxies_for(dev: DeviceConfig, configured: Sequence[Any] | None) -> list[Any]:
+def proxy_configs(configured: Sequence[Any]) -> list[Any]:
+    """`collector.esphome_proxies` entries (config models or mappings) as the links' ProxyConfig values.
+    Equal configs make equal tuples, so every link finds the one pool the collector holds open."""
     from .esphome import ProxyConfig
 
-    raw = configured if configured else dev.options.get("esphome_proxies") or []
-    out = [p if isinstance(p, ProxyConfig) else ProxyConfig.from_mapping(
-        p if isinstance(p, Mapping) else p.model_dump()) for p in raw]
+    return [p if isinstance(p, ProxyConfig) else ProxyConfig.from_mapping(
+        p if isinstance(p, Mapping) else p.model_dump()) for p in configured]
+
+
+def proxies_for(dev: DeviceConfig, configured: Sequence[Any] | None) -> list[Any]:
+    out = proxy_configs(configured if configured else dev.options.get("esphome_proxies") or [])
     if not out:
         raise LinkError(f"{dev.name}: transport esphome but no ESPHome proxies are configured "
                         "(collector.esphome_proxies: [{host, port, noise_psk, name}])")
     return out
+
+
+def _labels(proxy: Any) -> tuple[str, ...]:
+    """Every name `proxy:` may use for one configured proxy (as ProxyPool.by_name accepts them)."""
+    get = proxy.get if isinstance(proxy, Mapping) else lambda k, d=None: getattr(proxy, k, d)
+    host, port, name = get("host"), get("port", 6053) or 6053, get("name")
+    return tuple(str(x) for x in (name, host, f"{host}:{port}") if x)
+
+
+def _without_name(dev: DeviceConfig, exc: LinkError) -> str:
+    text, prefix = str(exc), f"{dev.name}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def config_problems(dev: DeviceConfig, entry: ProtocolEntry, proxies: Sequence[Any] = ()) -> list[tuple[str, str]]:
+    """Why this device's link could never be built, as (device field, what is wrong / allowed) pairs; the same
+    decisions as open_link, without building or importing any transport."""
+    forced = str(_option(dev, "transport", "auto") or "auto").lower()
+    if getattr(entry.driver, "owns_transport", False):
+        if forced not in ("auto", "ble"):
+            return [("transport", f"{entry.name} uses its own BLE connection on this host; allowed: auto, ble")]
+        return [] if dev.address else [("address", f"a {entry.name} device needs an address (BLE MAC or name)")]
+    try:
+        serial_port(dev)
+    except LinkError as exc:
+        return [("adapter", _without_name(dev, exc))]
+    try:
+        transport = choose_transport(dev, entry)
+    except LinkError as exc:
+        return [("transport" if forced != "auto" else "address", _without_name(dev, exc))]
+    problems: list[tuple[str, str]] = []
+    if transport != "serial" and not dev.address:
+        problems.append(("address", f"a {entry.name} device needs an address (BLE MAC or advertised name)"))
+    proxy = _option(dev, "proxy")
+    if transport == "esphome":
+        configured = list(proxies) or list(dev.options.get("esphome_proxies") or [])
+        if not configured:
+            problems.append(("transport", "esphome needs at least one proxy in collector.esphome_proxies "
+                                          "(none configured)"))
+        elif proxy is not None and not any(proxy in _labels(p) for p in configured):
+            allowed = ", ".join(dict.fromkeys(_labels(p)[0] for p in configured))
+            problems.append(("proxy", f"no ESPHome proxy named {proxy!r}; allowed: {allowed}"))
+        if dev.pin is not None:
+            problems.append(("pin", "pairing with a PIN through an ESPHome proxy is not supported; "
+                                    "use a local adapter (transport: ble) for this device"))
+    elif proxy is not None:
+        problems.append(("proxy", f"only used with transport: esphome (this device uses {transport})"))
+    return problems
 
 
 def open_link(dev: DeviceConfig, entry: ProtocolEntry, *, proxies: Sequence[Any] | None = None,
