@@ -43,6 +43,9 @@ async def embedded_broker(host: str = "127.0.0.1", port: int = 1883) -> AsyncIte
     await broker.start()
     log.info("embedded broker listening on %s:%d", host, port)
     try:
-        yield MqttConfig(host=host, port=port)
+        # amqtt holds a delivery open until the subscriber's PUBACK (5 s at most) while the publisher may be
+        # waiting on its own PUBACK: acking after processing would stall the single process. Everything here
+        # lives and dies in one process, so acking on receipt loses nothing more.
+        yield MqttConfig(host=host, port=port, ack_after_processing=False)
     finally:
         await broker.shutdown()

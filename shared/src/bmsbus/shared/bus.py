@@ -90,7 +90,8 @@ class Bus:
         # broker's in-flight window (mosquitto: max_inflight_messages) becomes back-pressure instead of our
         # local queue overflowing. aiomqtt 2.x does not expose paho's manual_ack, so we reach its paho client.
         self._paho = self._client._client
-        self._paho.manual_ack_set(True)
+        self._ack_after_processing = mqtt.ack_after_processing
+        self._paho.manual_ack_set(self._ack_after_processing)
 
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
@@ -114,7 +115,7 @@ class Bus:
         async for m in self._client.messages:
             payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
             yield Message(m.topic.value, payload, bool(m.retain))
-            if m.qos > 0:
+            if m.qos > 0 and self._ack_after_processing:
                 self._paho.ack(m.mid, m.qos)
 
 

@@ -50,6 +50,9 @@ class MqttConfig(Strict):
     password: SecretStr | None = None
     tls: TlsConfig | None = None
     keepalive: int = Field(30, ge=5, le=3600)
+    ack_after_processing: bool = Field(
+        True, description="acknowledge a QoS 1 message only after it was handled, so a consumer that dies gets "
+        "it again; the embedded broker turns this off (it waits only 5 s for an ack, and stalls deliveries)")
 
     @classmethod
     def from_url(cls, url: str) -> MqttConfig:

@@ -69,6 +69,7 @@ ADDON_DEFAULTS: Final[Mapping[str, Any]] = {"collector.id": "ha-addon"}
 NOT_OFFERED: Final[Mapping[str, str]] = {
     "mqtt.tls": "the Supervisor's service says whether the broker uses TLS; client certificates: config_file",
     "mqtt.keepalive": "rarely changed",
+    "mqtt.ack_after_processing": "right for the Mosquitto add-on (on); config_file to change it",
     "devices[].options": "protocol-specific mapping; the UI cannot type it",
     "collector.spool_dir": "the broker runs next to the add-on; config_file for a remote one",
     "collector.spool_max_bytes": "with spool_dir",
