@@ -52,11 +52,16 @@ def test_step_defaults_and_invalid_declarations(caplog: pytest.LogCaptureFixture
 
 
 class _Driver:
+    """What the publisher asks of a driver: names it may write and the values it last read (maybe junk)."""
+
     def __init__(self, values: object) -> None:
-        self.settings = type("S", (), {"values": values})()
+        self.values = values
 
     def writable_settings(self) -> tuple[str, ...]:
         return ("cell_ovp", "cell_uvp")
+
+    def setting_values(self) -> object:
+        return self.values
 
 
 def test_current_values_are_the_declared_ones_only() -> None:

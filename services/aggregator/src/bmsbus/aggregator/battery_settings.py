@@ -38,8 +38,8 @@ CURRENT_KEYS: Final = ("max_charge_current", "max_discharge_current")
 VOLTAGE_KEYS: Final = ("max_cell_voltage", "float_cell_voltage")
 SOC_KEYS: Final = ("soc_charge_stop", "soc_charge_start")
 CHARGE_CONTROL: Final = "charge_control"
-GROUP_KEYS: Final = frozenset({*SOC_KEYS, *CURRENT_KEYS, CHARGE_CONTROL})
-GROUP_MODES: Final = ("auto", "off")  # bulk/float are states of a pack's own machine
+GROUP_KEYS: Final = frozenset(key for key, spec in SETTING_SPECS.items() if spec.for_groups)
+GROUP_MODES: Final = SETTING_SPECS[CHARGE_CONTROL].options_for(group=True) or ()  # bulk/float: a pack's own
 GROUP_OVERRIDE_FIELDS: Final = frozenset({"enabled", *CURRENT_KEYS})
 HOLDS: Final = ("bulk", "float")
 SET_AT_RUN_TIME: Final = " (set at run time)"

@@ -80,6 +80,10 @@ class Driver(ABC):
         """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
         return ()
 
+    def setting_values(self) -> dict[str, float]:
+        """Current values of the writable settings as last read from the BMS (absent: not read yet)."""
+        return {}
+
     async def write_setting(self, name: str, value: float) -> None:
         """Write one setting (SI units) and confirm it by read-back; UsageError if it is not writable here."""
         raise UsageError(f"{self.protocol} has no writable settings")

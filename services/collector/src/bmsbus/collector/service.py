@@ -361,10 +361,8 @@ def bus_setting_spec(spec: Any, log: logging.Logger | None = None) -> BmsSetting
 
 
 def current_setting_values(driver: Driver) -> dict[str, float]:
-    """The current values of the driver's writable settings, as last read from the BMS: `setting_values()`
-    when the driver has it, else the JK drivers' last decoded settings frame (`settings.values`)."""
-    getter = getattr(driver, "setting_values", None)
-    values = getter() if callable(getter) else getattr(getattr(driver, "settings", None), "values", None)
+    """The current values of the driver's writable settings, as last read from the BMS (finite numbers only)."""
+    values = driver.setting_values()
     if not isinstance(values, Mapping):
         return {}
     out: dict[str, float] = {}

@@ -11,7 +11,7 @@ never shadows a catalog key. Everything the aggregator computes per pack and gro
 computed cycles, time to go) is a catalog quantity (`STATE_QUANTITIES`), not a special case here.
 
 The number/select entities are the aggregator's runtime settings, `bmsbus.shared.settings.SETTINGS` (a group's
-select offers only the options a group takes, `GROUP_OPTIONS`), and the BMS's own writable settings, one number
+select offers only the options a group takes, `SettingSpec.options_for`), and the BMS's own writable settings, one number
 per `Meta.setting_specs` entry (key `bms_<name>`, range/step/unit from the spec, state from
 `Meta.setting_values`).
 
@@ -230,16 +230,9 @@ def binary(key: str, source: str, *, expires: bool = True) -> Entity:
                   category="diagnostic" if diagnostic else None, expires=expires)
 
 
-# Choices a group takes where it takes fewer than a pack (the aggregator's battery_settings.GROUP_MODES: bulk and
-# float are states of a pack's own charge-control machine; a group holds them on its members).
-GROUP_OPTIONS: Final[Mapping[str, frozenset[str]]] = {"charge_control": frozenset({"auto", "off"})}
-
-
 def setting_options(spec: SettingSpec, *, group: bool) -> tuple[str, ...] | None:
     """The options a select offers: the shared spec's, for a group only those a group takes (spec order)."""
-    if spec.options is None or not group or spec.key not in GROUP_OPTIONS:
-        return spec.options
-    return tuple(o for o in spec.options if o in GROUP_OPTIONS[spec.key])
+    return spec.options_for(group=group)
 
 
 def setting(spec: SettingSpec, *, group: bool = False) -> Entity:

@@ -148,6 +148,11 @@ class JkBleDriver(Driver):
         """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
         return tuple(s.name for s in self.setting_specs())
 
+    def setting_values(self) -> dict[str, float]:
+        """From the last settings frame decoded (re-read every `settings_interval` and after each write)."""
+        values = self.settings.values if self.settings is not None else {}
+        return {name: values[name] for name in self.writable_settings() if name in values}
+
     def setting_specs(self) -> tuple[SettingSpec, ...]:
         """The writable settings with unit, range and registers (ble.SETTINGS), for this layout."""
         return ble.settings_for(self.layout)
