@@ -29,6 +29,7 @@ from bmsbus.shared.config import Config, MqttConfig, parse_config
 from bmsbus.shared.models import Command
 from bmsbus.shared.topics import Topics
 from support.esphome_proxy import FakeDevice, FakeProxy, noise_key
+from support.services import running_tasks as running
 
 ROOT = "bmsbus/v1/t"
 
@@ -53,19 +54,6 @@ def runners(cfg: Config) -> dict[str, DeviceRunner]:
     shared = Coordination(cfg)
     topics, outbox = Topics(cfg.topic_root, cfg.site), Outbox()
     return {d.id: DeviceRunner(d, cfg, topics, outbox, "boot1", shared) for d in cfg.devices}  # type: ignore[misc]
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
 
 def with_broker(cfg: Config, mqtt: MqttConfig) -> Collector:

@@ -4,9 +4,8 @@ PIN goes straight to the longest backoff, and connects on one adapter take turns
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from bmsbus.collector.service import Coordination, DeviceRunner
 from bmsbus.shared.config import Config, parse_config
 from bmsbus.shared.topics import Topics
 from support.bluez import BluezStack, Peripheral, mac, missing
+from support.services import running_tasks as running
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
@@ -60,19 +60,6 @@ def runners(devices: list[dict[str, Any]], **collector: Any) -> dict[str, Device
     shared = Coordination(cfg)
     topics, outbox = Topics(cfg.topic_root, cfg.site), Outbox()
     return {d.id: DeviceRunner(d, cfg, topics, outbox, "boot1", shared) for d in cfg.devices}  # type: ignore[misc]
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Any) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
 
 async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:

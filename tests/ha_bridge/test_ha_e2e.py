@@ -9,7 +9,6 @@ HA itself is not run; two small pieces of HA behaviour are modelled here instead
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import sys
@@ -23,6 +22,7 @@ from bmsbus.ha_bridge.discovery import GROUP_AVAILABLE, LINK_AVAILABLE
 from bmsbus.ha_bridge.service import HaBridge
 from bmsbus.shared.config import parse_config
 from bmsbus.shared.models import Link, Meta
+from support.services import running_tasks as running
 
 pytestmark = pytest.mark.broker
 
@@ -117,19 +117,6 @@ async def test_bridge_death_publishes_its_last_will(mosquitto, watcher_factory) 
             proc.kill()
             await proc.wait()
         await w.wait_for(lambda: w.on("/ha/status")[-1:] == [b"offline"], what="bridge last will")
-
-
-@contextlib.asynccontextmanager
-async def running(*coros):
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
 
 async def test_switch_round_trip_with_a_real_collector(mqtt_config, watcher_factory, publish) -> None:

@@ -24,3 +24,17 @@ async def running(service: S) -> AsyncIterator[S]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def running_tasks(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """Coroutines run as tasks for the duration of the block; cancelled and awaited on the way out."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t

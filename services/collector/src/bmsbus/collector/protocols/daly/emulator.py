@@ -129,18 +129,15 @@ class DalyA5Emulator:
         return []  # unknown data id: a Daly stays silent
 
 
-class DalyD2Emulator:
-    def __init__(self, state: PackState, *, long_status: bool = True, extension: bool = True,
-                 balancer_switch: bool = True, faults: Faults | None = None, seed: int = 0) -> None:
+class _ModbusEmulator:
+    """A Daly that answers Modbus RTU requests to `address` (one answer per request, faults applied)."""
+
+    def __init__(self, state: PackState, address: int, faults: Faults | None, seed: int) -> None:
         self.state = state
-        self.long_status = long_status
-        self.extension = extension
-        self.balancer_switch = balancer_switch
         self.faults = faults or Faults()
         self.rng = random.Random(seed)
-        self.parser = modbus_rtu.RequestParser({d2.ADDRESS})
+        self.parser = modbus_rtu.RequestParser({address})
         self.requests: list[modbus_rtu.Request] = []
-        self.soc_setting: float | None = None
 
     def tick(self, now: float) -> list[bytes]:
         return []
@@ -151,6 +148,19 @@ class DalyD2Emulator:
             self.requests.append(req)
             out.extend(self.answer(req))
         return apply_faults(out, self.faults, self.rng)
+
+    def answer(self, req: modbus_rtu.Request) -> list[bytes]:
+        raise NotImplementedError
+
+
+class DalyD2Emulator(_ModbusEmulator):
+    def __init__(self, state: PackState, *, long_status: bool = True, extension: bool = True,
+                 balancer_switch: bool = True, faults: Faults | None = None, seed: int = 0) -> None:
+        super().__init__(state, d2.ADDRESS, faults, seed)
+        self.long_status = long_status
+        self.extension = extension
+        self.balancer_switch = balancer_switch
+        self.soc_setting: float | None = None
 
     def answer(self, req: modbus_rtu.Request) -> list[bytes]:
         if req.function == modbus_rtu.WRITE_SINGLE:
@@ -224,23 +234,9 @@ class DalyD2Emulator:
         return 0
 
 
-class DalyP81Emulator:
+class DalyP81Emulator(_ModbusEmulator):
     def __init__(self, state: PackState, *, faults: Faults | None = None, seed: int = 0) -> None:
-        self.state = state
-        self.faults = faults or Faults()
-        self.rng = random.Random(seed)
-        self.parser = modbus_rtu.RequestParser({p81.REQUEST_ADDRESS})
-        self.requests: list[modbus_rtu.Request] = []
-
-    def tick(self, now: float) -> list[bytes]:
-        return []
-
-    def receive(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for req in self.parser.feed(data):
-            self.requests.append(req)
-            out.extend(self.answer(req))
-        return apply_faults(out, self.faults, self.rng)
+        super().__init__(state, p81.REQUEST_ADDRESS, faults, seed)
 
     def answer(self, req: modbus_rtu.Request) -> list[bytes]:
         if req.function != modbus_rtu.READ_HOLDING:
