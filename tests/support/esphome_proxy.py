@@ -507,8 +507,7 @@ class FakeProxy:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            self._server.close_clients()
+            self._server.close()  # (every connection is a session: closed just below; close_clients is 3.13+)
         for s in list(self.sessions):
             s.writer.close()
         for task in list(self._tasks):
