@@ -11,11 +11,10 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-import serial_asyncio_fast
 
 from bmsbus.collector import tools
 from bmsbus.collector.driver import DriverOptions
-from bmsbus.collector.links.base import QueueLink
+from bmsbus.collector.links.serial import SerialLink
 from bmsbus.collector.protocols import REGISTRY
 from bmsbus.collector.protocols.jk import uart
 from bmsbus.collector.protocols.jk.driver import JkPbBus, JkUartDriver
@@ -48,29 +47,6 @@ def test_simulate_refuses_protocols_without_a_serial_emulator() -> None:
         tools.build_emulator("jk")
 
 
-class _SerialLink(QueueLink):
-    """Just enough of a serial Link for the test: pyserial-asyncio-fast streams under the Link protocol."""
-
-    kind = "serial"
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        super().__init__()
-        self.writer = writer
-        self._task = asyncio.get_running_loop().create_task(self._pump(reader))
-
-    async def _pump(self, reader: asyncio.StreamReader) -> None:
-        while chunk := await reader.read(4096):
-            self._deliver(chunk)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        self.writer.close()
-
-
 async def _simulator(*args: str) -> AsyncIterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "bmsbus.collector.tools", "simulate", *args, "--pty"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -91,9 +67,7 @@ async def uart_pty() -> AsyncIterator[str]:
 
 
 async def test_simulate_jk_uart_over_a_pty(uart_pty: str) -> None:
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=uart_pty, baudrate=115200)
-    link = _SerialLink(reader, writer)
-    try:
+    async with SerialLink(uart_pty, REGISTRY["jk_uart"].serial) as link:  # type: ignore[arg-type]
         drv = JkUartDriver(link, DriverOptions(request_timeout=3.0))
         info = await drv.open()
         assert info.sw_version
@@ -101,15 +75,11 @@ async def test_simulate_jk_uart_over_a_pty(uart_pty: str) -> None:
         assert len(r["cell_voltages"]) == 13 and all(3.0 < v < 4.3 for v in r["cell_voltages"])
         await drv.set_switch("discharge", False)
         assert (await drv.read())["switches"]["discharge"] is False
-    finally:
-        await link.aclose()
 
 
 async def test_simulate_jk_pb_bus_over_a_pty() -> None:
     async for path in _simulator("jk_pb", "--slaves", "3", "--cells", "8"):
-        reader, writer = await serial_asyncio_fast.open_serial_connection(url=path, baudrate=115200)
-        link = _SerialLink(reader, writer)
-        try:
+        async with SerialLink(path, REGISTRY["jk_pb"].serial) as link:  # type: ignore[arg-type]
             bus = JkPbBus(link, (1, 2, 3), master_timeout=0.3, idle_gap=0.05, cell_interval=0.3)
             names: set[str | None] = set()
             async with asyncio.timeout(10):
@@ -119,8 +89,6 @@ async def test_simulate_jk_pb_bus_over_a_pty() -> None:
                     if len(names) == 3:
                         break
             assert names == {"pack-1", "pack-2", "pack-3"}
-        finally:
-            await link.aclose()
 
 
 def test_pty_helper_is_raw() -> None:

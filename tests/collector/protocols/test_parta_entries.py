@@ -9,38 +9,16 @@ import subprocess
 import sys
 
 import pytest
-import serial_asyncio_fast
 
 from bmsbus.collector.driver import Driver, DriverOptions
 from bmsbus.collector.emulation.base import make_pack
-from bmsbus.collector.links.base import QueueLink
+from bmsbus.collector.links.serial import SerialLink
 from bmsbus.collector.links.emulated import EmulatedLink
 from bmsbus.collector.protocols import REGISTRY
 from bmsbus.collector.protocols.daly.driver import DalyA5Driver
 from bmsbus.collector.protocols.jbd.driver import JbdDriver
 from bmsbus.shared.models import Sample
 from bmsbus.shared.quantities import SAMPLE_KEYS
-
-
-class _PtyLink(QueueLink):
-    kind = "serial"
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        super().__init__()
-        self.writer = writer
-        self._task = asyncio.get_running_loop().create_task(self._pump(reader))
-
-    async def _pump(self, reader: asyncio.StreamReader) -> None:
-        while chunk := await reader.read(4096):
-            self._deliver(chunk)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        self.writer.close()
 
 
 @pytest.mark.parametrize("protocol, driver", [("daly_uart", DalyA5Driver), ("jbd", JbdDriver)])
@@ -51,17 +29,13 @@ async def test_simulated_over_a_pty(protocol: str, driver: type[Driver]) -> None
         assert proc.stdout is not None
         path = (await asyncio.to_thread(proc.stdout.readline)).strip()
         assert path.startswith("/dev/"), proc.stderr.read() if proc.stderr else ""
-        reader, writer = await serial_asyncio_fast.open_serial_connection(url=path, baudrate=9600)
-        link = _PtyLink(reader, writer)
-        try:
+        async with SerialLink(path, REGISTRY[protocol].serial) as link:  # type: ignore[arg-type]
             drv = driver(link, DriverOptions(request_timeout=3.0))
             await drv.open()
             reading = await drv.read()
             assert len(reading["cell_voltages"]) == 7 and all(2.5 < v < 4.3 for v in reading["cell_voltages"])
             await drv.set_switch("charge", False)
             assert (await drv.read())["switches"]["charge"] is False
-        finally:
-            await link.aclose()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

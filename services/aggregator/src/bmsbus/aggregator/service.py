@@ -325,24 +325,13 @@ class Aggregator:
         settings, self.engine.settings_dirty = list(self.engine.settings_dirty), set()
         jobs: list[tuple[str, BusModel]] = []
         for id in settings:
-            try:
-                jobs.append((self.topics.battery_settings(id), self.engine.settings_state(id, now)))
-            except Exception:  # noqa: BLE001 - one battery's bad settings must not stop the others
-                self.errors += 1
-                log.exception("settings of %s could not be built; skipped", id)
+            if (model := self._build("settings", id, self.engine.settings_state, now)) is not None:
+                jobs.append((self.topics.battery_settings(id), model))
         for id in states:
-            try:
-                jobs.append((self.topics.battery_state(id), self.engine.state(id, now)))
-            except Exception:  # noqa: BLE001 - one battery's bad state must not stop the others
-                self.errors += 1
-                log.exception("state of %s could not be built; skipped", id)
+            if (model := self._build("state", id, self.engine.state, now)) is not None:
+                jobs.append((self.topics.battery_state(id), model))
         for id in controls:
-            try:
-                c = self.engine.control(id, now)
-            except Exception:  # noqa: BLE001
-                self.errors += 1
-                log.exception("control of %s could not be built; skipped", id)
-                continue
+            c = self._build("control", id, self.engine.control, now)
             if c is None:
                 continue
             # Limits change rarely: publish a change at once, an unchanged control once a minute.
@@ -364,6 +353,16 @@ class Aggregator:
             self.engine.settings_dirty.update(settings)
             self._published_control.clear()
             raise
+
+    def _build(self, what: str, id: str, build: Callable[[str, float], BusModel | None],
+               now: float) -> BusModel | None:
+        """One battery's message, or None; a battery whose message cannot be built must not stop the others."""
+        try:
+            return build(id, now)
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            log.exception("%s of %s could not be built; skipped", what, id)
+            return None
 
     async def _housekeeping(self) -> None:
         next_save = time.monotonic() + self.acfg.snapshot_interval

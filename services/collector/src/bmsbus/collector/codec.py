@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 
 class CodecError(Exception):
@@ -76,13 +76,16 @@ class BufferedAssembler:
 
     `feed()` appends and, past MAX_PENDING, trims the oldest bytes and counts them in `_overflow`;
     assemblers that report the loss call `_raise_overflow()` first thing in `next_frame()`.
-    `_drop_junk(start)` discards the bytes before a frame start (or all of them when `start` is -1)
-    and raises FramingError for them. `finish()` reports bytes left over at the end of an input.
+    `_at_frame_start(start)` is the resync step: the bytes before a frame start (all of them when `start`
+    is -1) are dropped and reported as FramingError. `finish()` reports bytes left over at the end of an input.
     Subclasses implement `next_frame()` and name their frames in NAME.
     """
 
     MAX_PENDING: int = 1024
     NAME: str = "frame"
+    # False: the assembler bounds its buffer itself in next_frame() (the JK ones keep at most MAX_PENDING
+    # once they need more bytes), so feed() never cuts into a frame that is still arriving.
+    TRIM_ON_FEED: bool = True
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -90,7 +93,7 @@ class BufferedAssembler:
 
     def feed(self, chunk: bytes) -> None:
         self._buf += chunk
-        if len(self._buf) > self.MAX_PENDING:
+        if self.TRIM_ON_FEED and len(self._buf) > self.MAX_PENDING:
             cut = len(self._buf) - self.MAX_PENDING
             del self._buf[:cut]
             self._overflow += cut
@@ -104,10 +107,19 @@ class BufferedAssembler:
             dropped, self._overflow = self._overflow, 0
             raise FramingError(f"buffer overflow: dropped {dropped} bytes")
 
-    def _drop_junk(self, start: int) -> None:
+    def _drop_junk(self, start: int) -> NoReturn:
         n = len(self._buf) if start < 0 else start
         del self._buf[:n]
         raise FramingError(f"junk: dropped {n} bytes")
+
+    def _at_frame_start(self, start: int) -> bool:
+        """Where the next frame starts (`start`, -1: nowhere): True if at 0; False if the buffer is empty;
+        otherwise the bytes before it are junk, dropped and reported (FramingError)."""
+        if start == 0:
+            return True
+        if self._buf:
+            self._drop_junk(start)
+        return False
 
     def finish(self) -> None:
         if self._buf:

@@ -345,7 +345,8 @@ async def snoop(address: str, *, adapter: str | None = None, seconds: float = 20
     from bleak import BleakClient
     from bleak_retry_connector import establish_connection
 
-    from .links.ble import is_mac, mapped
+    from .links.base import is_mac
+    from .links.ble import mapped
     from .links.gatt import Char, choose
 
     p = Printer(out or sys.stdout)
@@ -439,7 +440,7 @@ def _finder(address: str, adapter: str | None) -> Callable[[float], Any]:
         from bleak import BleakScanner
 
         from .links.base import DeviceNotFound
-        from .links.ble import is_mac
+        from .links.base import is_mac
 
         kwargs: dict[str, Any] = {"bluez": {"adapter": adapter}} if adapter else {}
         hit: list[Any] = []

@@ -84,7 +84,6 @@ class Health:
         self.requests = 0
         self.bad_requests = 0
         self._clients: set[asyncio.StreamWriter] = set()
-        self._codec: dict[str, tuple[int | None, int, int]] = {}  # device -> (driver id, its count, banked)
 
     # --- the bus -------------------------------------------------------------------------------
 
@@ -109,29 +108,10 @@ class Health:
     def period(runner: DeviceRunner) -> float:
         return max(runner.sample_period, runner.publish_period)
 
-    def codec_errors(self, runner: DeviceRunner) -> int:
-        """Bad frames or bytes the codec threw away, over every session of a device: the runner banks each
-        finished session's count (handshake included) in `codec_errors_total`; the live session's count is
-        its driver's (or, on a JK-PB bus, `runner.codec_errors`). The banking fallback below serves a runner
-        without that total (approximate: it only sees what is live at each look)."""
-        driver = runner.driver
-        current = driver.codec_errors if driver is not None else int(getattr(runner, "codec_errors", 0) or 0)
-        own = getattr(runner, "codec_errors_total", None)
-        if isinstance(own, int):
-            return own + current
-        token = id(driver) if driver is not None else None
-        last_token, last, banked = self._codec.get(runner.id, (None, 0, 0))
-        if token != last_token or current < last:
-            banked += last
-        self._codec[runner.id] = (token, current, banked)
-        return banked + current
-
     @staticmethod
     def packs(runner: DeviceRunner) -> dict[str, Any]:
         """The packs a JK-PB bus device publishes, each under its own bms id (empty for a one-pack device)."""
-        if getattr(runner, "addresses", None) is None:
-            return {}
-        return dict(getattr(runner, "packs", None) or {})
+        return dict(runner.packs) if runner.addresses is not None else {}
 
     def samples(self, runner: DeviceRunner) -> int:
         """Samples published (handed to the outbox): a device's seq, or the sum over its packs."""
@@ -152,11 +132,6 @@ class Health:
         return max(self.sample_ts(runner) or 0.0, link.ts if link is not None else 0.0, self.collector.started)
 
     # --- the rules -----------------------------------------------------------------------------
-
-    def observe(self) -> None:
-        """Bring the running totals (codec errors) up to date; the watchdog calls this every tick."""
-        for r in self.collector.runners.values():
-            self.codec_errors(r)
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
@@ -232,11 +207,11 @@ class Health:
                 "rssi": link.rssi if link is not None else None,
                 "consecutive_failures": r.failures,
                 "last_error": link.last_error if link is not None else None,
-                "transport": getattr(r, "transport_kind", None),
-                "connects": getattr(r, "connects", None),
-                "retry_in_s": getattr(r, "retry_in", None) if link is not None and not link.ok else None,
+                "transport": r.transport_kind,
+                "connects": r.connects,
+                "retry_in_s": r.retry_in if link is not None and not link.ok else None,
                 "samples_published": self.samples(r),
-                "codec_errors": self.codec_errors(r),
+                "codec_errors": r.codec_errors_seen,
                 "invalid_values": r.bad_values,
                 "last_sample_age_s": _age(self.sample_ts(r), now),
                 "sample": json.loads(sample.to_json()) if sample is not None else None,
@@ -262,22 +237,16 @@ class Health:
     def pending(self) -> int:
         """Samples waiting for the broker, in memory and in the spool."""
         box = self.collector.outbox
-        spool = getattr(box, "spool", None)
-        return (len(box.pending) + len(getattr(box, "unspooled", ()))
-                + int(getattr(spool, "pending_records", 0) if spool is not None else 0))
+        return len(box.pending) + len(box.unspooled) + (box.spool.pending_records if box.spool is not None else 0)
 
     def _spool(self) -> dict[str, Any]:
-        """The spool's counters, if the outbox has a spool (read with getattr: it is optional)."""
+        """The spool's counters, if the outbox has a spool (it is optional)."""
         box = self.collector.outbox
-        spool = getattr(box, "spool", None)
-        out: dict[str, Any] = {"enabled": spool is not None}
-        if getattr(box, "spool_error", None):
-            out["error"] = box.spool_error  # type: ignore[attr-defined]
-        if spool is not None:
-            for name, *_ in SPOOL_NUMBERS:
-                value = getattr(spool, name, None)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    out[name] = value
+        out: dict[str, Any] = {"enabled": box.spool is not None}
+        if box.spool_error:
+            out["error"] = box.spool_error
+        if box.spool is not None:
+            out.update({name: getattr(box.spool, name) for name, *_ in SPOOL_NUMBERS})
         return out
 
     def metrics(self) -> str:
@@ -302,7 +271,7 @@ class Health:
             ("bmsbus_device_last_sample_age_seconds", "gauge", "Seconds since the last published sample.",
              lambda r: _age(self.sample_ts(r), now)),
             ("bmsbus_device_codec_errors_total", "counter", "Bad frames or bytes the codec threw away.",
-             self.codec_errors),
+             lambda r: r.codec_errors_seen),
             ("bmsbus_device_invalid_values_total", "counter", "Decoded values rejected as out of range.",
              lambda r: r.bad_values),
             ("bmsbus_device_rssi_dbm", "gauge", "Signal strength at the last connect (BLE).",

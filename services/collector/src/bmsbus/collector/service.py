@@ -727,6 +727,13 @@ class DeviceRunner(BmsPublisher):
             raise group.exceptions[0] from None
         return main.result()
 
+    @property
+    def codec_errors_seen(self) -> int:
+        """Bad frames or bytes thrown away over every session: finished ones (handshakes included) plus the
+        live driver's (or, on a JK-PB bus, the live bus codec's) count."""
+        live = self.driver.codec_errors if self.driver is not None else self.codec_errors
+        return self.codec_errors_total + live
+
     # -- JK-PB bus mode
     async def _bus_session(self, addresses: tuple[int, ...]) -> None:
         """Every pack on a JK-PB RS485 bus, each published as its own bms `<device id>_<slug(pack name)>`: the

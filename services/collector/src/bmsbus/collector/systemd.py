@@ -87,7 +87,6 @@ async def run_watchdog(health: Health, env: Mapping[str, str] | None = None,
         log.info("systemd watchdog: pinging every %.1f s while the collector is not stalled", tick)
     try:
         while True:
-            health.observe()
             stall = health.stalled()
             status = f"stalled: {stall}" if stall else health.summary()
             if not ready and (health.bus_connects or time.monotonic() - started >= ready_timeout):

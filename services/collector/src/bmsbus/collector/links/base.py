@@ -10,7 +10,15 @@ PairingFailed, so drivers and the supervisor catch one hierarchy whatever the tr
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Protocol, Self, runtime_checkable
+
+MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+
+
+def is_mac(address: str) -> bool:
+    """A Bluetooth address (AA:BB:CC:DD:EE:FF), as opposed to an advertised name."""
+    return bool(MAC_RE.match(address))
 
 
 class LinkError(Exception):
@@ -87,6 +95,11 @@ class QueueLink:
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(self.MAX_PENDING_CHUNKS)
         self.dropped_chunks = 0
         self._closed: str | None = None
+
+    def _open_stream(self) -> None:
+        """A fresh, open chunk stream for a new connection (nothing of the last one is read after it)."""
+        self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
+        self._closed = None
 
     def _deliver(self, chunk: bytes) -> None:
         """Called by the backend for every chunk received (from the event loop thread)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Iterator
 from typing import Any, Self
@@ -48,12 +47,11 @@ from bleak_retry_connector import BleakNotFoundError, establish_connection, get_
 from dbus_fast import DBusError
 
 from ..driver import BleSpec
-from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink
+from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink, is_mac
 from .gatt import NOTIFY_PROPS, READ_PROPS, WRITE_PROPS, Char, GattCharsSpec, char_tag, choose, find_char, short
 
 log = logging.getLogger("bmsbus.collector.links.ble")
 
-MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 AUTH_ERRORS = {
     "org.bluez.Error.AuthenticationFailed": "the device refused the PIN (wrong pin?)",
     "org.bluez.Error.AuthenticationRejected": "the pairing agent rejected the request (is the pin numeric?)",
@@ -67,10 +65,6 @@ INSUFFICIENT_AUTH = ("Insufficient Authentication", "Insufficient Encryption", "
 # session, so a name-addressed device would otherwise be scanned for on every reconnect.
 _resolved: dict[tuple[str | None, str], BLEDevice] = {}
 _connect_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = WeakKeyDictionary()
-
-
-def is_mac(address: str) -> bool:
-    return bool(MAC_RE.match(address))
 
 
 def adapter_of(device: BLEDevice) -> str | None:
@@ -177,8 +171,7 @@ class BleLink(QueueLink):
     async def __aenter__(self) -> Self:
         if self.client is not None:
             raise LinkError(f"{self.name}: link entered twice")
-        self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
-        self._closed = None
+        self._open_stream()
         self.notifying = {}
         started = time.monotonic()
         try:

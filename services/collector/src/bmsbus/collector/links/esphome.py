@@ -49,7 +49,7 @@ from aioesphomeapi.core import (
 from aioesphomeapi.model import BluetoothProxyFeature
 
 from ..driver import BleSpec
-from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink
+from .base import DeviceNotFound, LinkClosed, LinkError, LinkTimeout, PairingFailed, QueueLink, is_mac
 from .gatt import (
     NOTIFY_PROPS,
     READ_PROPS,
@@ -372,7 +372,7 @@ class ProxyPool:
             for p in proxies:
                 if not p.connected:
                     continue
-                s = p.heard(mac_to_int(address)) if _is_mac(address) else p.find_name(address)
+                s = p.heard(mac_to_int(address)) if is_mac(address) else p.find_name(address)
                 if s is not None:
                     out.append((p, s))
             return sorted(out, key=lambda ps: -ps[1].rssi)
@@ -392,11 +392,6 @@ class ProxyPool:
                     await self._changed.wait()
         await asyncio.sleep(min(settle, max(0.0, deadline - time.monotonic())))
         return hits()
-
-
-def _is_mac(address: str) -> bool:
-    parts = address.split(":")
-    return len(parts) == 6 and all(len(p) == 2 for p in parts)
 
 
 # --- pools shared by links until the collector owns one -------------------------------------------
@@ -482,8 +477,7 @@ class EsphomeLink(QueueLink):
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise LinkError(f"{self.name}: link entered twice")
-        self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
-        self._closed = None
+        self._open_stream()
         self._connected = False
         self.notifying = {}
         started = time.monotonic()

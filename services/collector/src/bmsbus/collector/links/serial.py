@@ -105,8 +105,7 @@ class SerialLink(QueueLink):
     async def __aenter__(self) -> Self:
         if self.transport is not None:
             raise LinkError(f"{self.name}: link entered twice")
-        self._chunks = asyncio.Queue(self.MAX_PENDING_CHUNKS)
-        self._closed = None
+        self._open_stream()
         kwargs: dict[str, object] = dict(baudrate=self.spec.baudrate, bytesize=self.spec.bytesize,
                                          parity=PARITY[self.spec.parity.upper()], stopbits=self.spec.stopbits)
         path = self.port

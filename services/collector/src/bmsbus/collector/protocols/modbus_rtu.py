@@ -86,12 +86,8 @@ class ModbusRtuAssembler(BufferedAssembler):
         buf = self._buf
         self._raise_overflow()
         start = next((i for i, b in enumerate(buf) if b in self.addresses), -1)
-        if start != 0:
-            if not buf:
-                return None
-            junk = len(buf) if start < 0 else start
-            del buf[:junk]
-            raise FramingError(f"skipped {junk} junk bytes")
+        if not self._at_frame_start(start):
+            return None
         total = self._length()
         if total is None or len(buf) < total:
             return None

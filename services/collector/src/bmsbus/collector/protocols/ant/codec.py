@@ -170,12 +170,8 @@ class AntAssembler(BufferedAssembler):
         buf = self._buf
         self._raise_overflow()
         start = self._start()
-        if start != 0:
-            if not buf:
-                return None
-            junk = len(buf) if start < 0 else start
-            del buf[:junk]
-            raise FramingError(f"skipped {junk} junk bytes")
+        if not self._at_frame_start(start):
+            return None
         if len(buf) < 6:
             return None
         func = buf[2]

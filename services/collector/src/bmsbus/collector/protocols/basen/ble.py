@@ -61,10 +61,8 @@ class BasenAssembler(BufferedAssembler):
     def next_frame(self) -> Frame | None:
         buf = self._buf
         start = next((i for i, b in enumerate(buf) if b in SOF), -1)
-        if start != 0:
-            if not buf:
-                return None
-            self._drop_junk(start)
+        if not self._at_frame_start(start):
+            return None
         if len(buf) < 4:
             return None
         total = buf[3] + OVERHEAD

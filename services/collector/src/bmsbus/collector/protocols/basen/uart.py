@@ -106,10 +106,8 @@ class BasenUartAssembler(BufferedAssembler):
     def next_frame(self) -> Frame | None:
         buf = self._buf
         start = buf.find(SOI)
-        if start != 0:
-            if not buf:
-                return None
-            self._drop_junk(start)
+        if not self._at_frame_start(start):
+            return None
         if len(buf) < 4:
             return None
         if buf[3] > MAX_LEN:

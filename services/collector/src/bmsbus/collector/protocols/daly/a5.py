@@ -89,12 +89,8 @@ class DalyA5Assembler(BufferedAssembler):
         buf = self._buf
         self._raise_overflow()
         start = buf.find(START)
-        if start != 0:
-            if not buf:
-                return None
-            junk = len(buf) if start < 0 else start
-            del buf[:junk]
-            raise FramingError(f"skipped {junk} junk bytes")
+        if not self._at_frame_start(start):
+            return None
         if len(buf) >= 4 and buf[3] != DATA_LEN:
             length = buf[3]
             del buf[:1]

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from ...checksums import sum8
 from ...codec import (
+    BufferedAssembler,
     ChecksumError,
     CodecError,
     DeviceInfo,
@@ -197,7 +198,7 @@ def _is_noise(junk: bytes) -> bool:
     return not junk.replace(AT_NOISE, b"")
 
 
-class JkBleAssembler:
+class JkBleAssembler(BufferedAssembler):
     """Bytes in, frames out. Yields Frame(kind=1/2/3/5, raw=300 bytes), Frame(kind="ack", raw=20 bytes)
     and Frame(kind="command", raw=20 bytes) for host commands (echoes; the emulator's input).
 
@@ -208,15 +209,7 @@ class JkBleAssembler:
 
     MAX_PENDING: Final = FRAME_LEN  # what stays buffered after next_frame() returned None, at most
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    TRIM_ON_FEED = False
 
     def _find_header(self, start: int = 0) -> int:
         hits = [i for i in (self._buf.find(h, start) for h in _HEADERS) if i >= 0]

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ...checksums import crc16_modbus, sum8
-from ...codec import ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, merge
+from ...codec import (BufferedAssembler, ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame,
+                      merge)
 from . import ble
 from .ble import Layout
 
@@ -69,7 +70,7 @@ def build_ack(address: int, register: int) -> bytes:
 
 # --- assembler ---------------------------------------------------------------------------------------
 
-class JkPbAssembler:
+class JkPbAssembler(BufferedAssembler):
     """Everything on the bus, as frames: 300-byte JK frames (kind = 0x01/0x02/0x03/0x05), FC10 trigger
     requests (kind "request", `address`), other FC10 writes ("write") and FC10 ACKs ("ack").
 
@@ -80,15 +81,7 @@ class JkPbAssembler:
 
     MAX_PENDING: Final = ble.FRAME_LEN + 9 + 64
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+    TRIM_ON_FEED = False
 
     def _drop(self, n: int) -> None:
         junk = bytes(self._buf[:n])

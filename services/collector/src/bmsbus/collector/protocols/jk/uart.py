@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ...checksums import sum16
-from ...codec import ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame, UsageError
+from ...codec import (BufferedAssembler, ChecksumError, DeviceInfo, Frame, FramingError, Reading, UnsupportedFrame,
+                      UsageError)
 from .ble import decode_stream, device_info_dict
 
 STX: Final = b"\x4e\x57"
@@ -63,23 +64,15 @@ def build_switch(name: str, on: bool) -> bytes:
     return build_frame(CMD_WRITE, bytes((ident, 1 if on else 0)), source=SOURCE_GPS)
 
 
-class JkUartAssembler:
+class JkUartAssembler(BufferedAssembler):
     """Bytes in, frames out: Frame(kind=command byte, raw). Resyncs on `4E 57`; a bad LEN, end mark or sum16
     drops the bytes up to the next `4E 57` inside the claimed frame (or the whole claimed frame)."""
 
     MAX_PENDING: Final = MAX_LEN + 2
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
+    TRIM_ON_FEED = False
 
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
-
-    def _drop_junk(self, n: int) -> None:
+    def _drop(self, n: int) -> None:
         junk = bytes(self._buf[:n])
         del self._buf[:n]
         if junk:
@@ -95,10 +88,10 @@ class JkUartAssembler:
         start = buf.find(STX)
         if start < 0:
             keep = 1 if buf[-1:] == STX[:1] else 0
-            self._drop_junk(len(buf) - keep)
+            self._drop(len(buf) - keep)
             return None
         if start > 0:
-            self._drop_junk(start)
+            self._drop(start)
         if len(buf) < 4:
             return None
         (length,) = struct.unpack_from(">H", buf, 2)

@@ -87,10 +87,8 @@ class PaceAssembler(BufferedAssembler):
     def next_frame(self) -> Frame | None:
         buf = self._buf
         start = buf.find(b"~")
-        if start != 0:
-            if not buf:
-                return None
-            self._drop_junk(start)
+        if not self._at_frame_start(start):
+            return None
         end = buf.find(b"\r")
         nxt = buf.find(b"~", 1, end if end > 0 else len(buf))
         if nxt > 0:

@@ -93,10 +93,8 @@ class SokAssembler(BufferedAssembler):
     def next_frame(self) -> Frame | None:
         buf = self._buf
         start = next((i for i, b in enumerate(buf) if b in (REQUEST_HEAD, REPLY_HEAD)), -1)
-        if start != 0:
-            if not buf:
-                return None
-            self._drop_junk(start)
+        if not self._at_frame_start(start):
+            return None
         size = REPLY_LEN if buf[0] == REPLY_HEAD else REQUEST_LEN
         if len(buf) < size:
             return None
