@@ -5,14 +5,16 @@ BMS in `Meta.setting_values`, re-published when a write or a periodic read chang
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from bmsbus.collector.protocols.jk import ble
-from bmsbus.collector.service import Collector, bus_setting_spec, current_setting_values
+from bmsbus.collector.emulation.base import make_pack
+from bmsbus.collector.links.emulated import EmulatedLink
+from bmsbus.collector.protocols import REGISTRY
+from bmsbus.collector.protocols.jk.driver import Jk04Driver, Jk24sDriver, Jk32sDriver, JkBleDriver
+from bmsbus.collector.service import Collector, current_setting_values
 from bmsbus.shared.bus import Bus
 from bmsbus.shared.config import MqttConfig, parse_config
 from bmsbus.shared.models import Command, Meta
@@ -21,34 +23,23 @@ from support.services import running
 ROOT = "bmsbus/v1/t"
 
 
-@pytest.mark.parametrize("layout", list(ble.Layout), ids=str)
-def test_jk_declarations_map_onto_the_bus_spec(layout: ble.Layout) -> None:
-    for spec in ble.settings_for(layout):
-        bus = bus_setting_spec(spec)
-        assert bus is not None
+def driver_emulator(driver: type[JkBleDriver]):  # noqa: ANN201 - an Emulator
+    emulator = REGISTRY[driver.protocol].emulator
+    assert emulator is not None
+    return emulator(make_pack(cells=16))
+
+
+@pytest.mark.parametrize("driver", [Jk24sDriver, Jk32sDriver, Jk04Driver], ids=lambda d: d.protocol)
+def test_jk_declarations_are_the_bus_spec(driver: type[JkBleDriver]) -> None:
+    """The JK driver declares its settings as the bus carries them: the register table's ranges, and the
+    step the BMS stores (mV)."""
+    drv = driver(EmulatedLink(driver_emulator(driver)))
+    declared = ble.settings_for(drv.layout)
+    assert drv.writable_settings() == tuple(s.name for s in declared)
+    for bus, spec in zip(drv.setting_specs(), declared, strict=True):
         assert (bus.name, bus.unit, bus.min, bus.max, bus.description) == (
             spec.name, spec.unit, spec.minimum, spec.maximum, spec.description)
-        assert bus.step == pytest.approx(1 / spec.factor) == pytest.approx(0.001)  # what JK stores: mV
-
-
-@dataclass
-class Declared:
-    name: str
-    unit: str | None
-    min: float
-    max: float
-    step: float | None = None
-
-
-def test_step_defaults_and_invalid_declarations(caplog: pytest.LogCaptureFixture) -> None:
-    assert bus_setting_spec(Declared("v", "V", 1, 4)).step == 0.001  # type: ignore[union-attr]
-    assert bus_setting_spec(Declared("i", "A", 0, 100)).step == 1.0  # type: ignore[union-attr]
-    assert bus_setting_spec(Declared("v", "V", 1, 4, step=0.01)).step == 0.01  # type: ignore[union-attr]
-    assert bus_setting_spec("cell_ovp") is None  # a bare name: no spec, only Meta.settings
-    with caplog.at_level(logging.WARNING):
-        assert bus_setting_spec(Declared("bad", "V", 4, 1)) is None
-        assert bus_setting_spec(Declared("bad name", "V", 1, 4)) is None
-    assert "left out of the meta" in caplog.text
+        assert bus.step == pytest.approx(1 / spec.factor) == pytest.approx(0.001)
 
 
 class _Driver:

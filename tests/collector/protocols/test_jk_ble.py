@@ -654,7 +654,7 @@ async def test_driver_reads_state_and_writes_switches(protocol: str, emu_layout:
             await drv.set_switch("emergency", True)
         assert drv.writable_settings() == tuple(spec.name for spec in drv.setting_specs())
         for spec in drv.setting_specs():
-            value = round((spec.minimum + spec.maximum) / 2, 3)
+            value = round((spec.min + spec.max) / 2, 3)
             if spec.name == "cell_uvp":
                 value = 2.5
             if spec.name == "cell_ovp":

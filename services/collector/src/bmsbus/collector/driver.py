@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bmsbus.shared.models import BmsSettingSpec
+
 from .codec import Assembler, CodecError, DeviceInfo, Frame, Reading, UsageError
 from .emulation.base import Emulator, PackState
 from .links.base import Link
@@ -76,9 +78,14 @@ class Driver(ABC):
     async def set_switch(self, name: str, on: bool) -> None:
         raise UsageError(f"{self.protocol} cannot set switch {name!r}")
 
-    def writable_settings(self) -> tuple[str, ...]:
-        """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
+    def setting_specs(self) -> tuple[BmsSettingSpec, ...]:
+        """The settings `write_setting` takes on this device, with unit, range and step, as the bus carries
+        them (`Meta.setting_specs`): declared here once, the HA numbers and the docs follow."""
         return ()
+
+    def writable_settings(self) -> tuple[str, ...]:
+        """Names of `setting_specs()` (what Meta.settings carries)."""
+        return tuple(s.name for s in self.setting_specs())
 
     def setting_values(self) -> dict[str, float]:
         """Current values of the writable settings as last read from the BMS (absent: not read yet)."""

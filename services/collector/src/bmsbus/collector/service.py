@@ -327,39 +327,6 @@ class Averager:
 
 # --- declared BMS settings -----------------------------------------------------------------------
 
-VOLT_STEP = 0.001  # V: the step of a volt setting whose declaration gives no resolution
-
-
-def declared_settings(driver: Driver) -> tuple[Any, ...]:
-    """What the driver declares about its writable settings: spec objects (`setting_specs()`, e.g. JK's
-    ble.SettingSpec) when it has them, else the names of `writable_settings()`."""
-    specs = getattr(driver, "setting_specs", None)
-    return tuple(specs()) if callable(specs) else tuple(driver.writable_settings())
-
-
-def bus_setting_spec(spec: Any, log: logging.Logger | None = None) -> BmsSettingSpec | None:
-    """A driver's setting declaration as the bus's BmsSettingSpec (None for a bare name, or one that is not
-    valid: logged). Range from `min`/`max` or JK's `minimum`/`maximum`; step from `step`, else the resolution
-    the device stores (1/`factor`: JK writes round(value × factor)), else 0.001 for volts, else 1."""
-    if isinstance(spec, str):
-        return None
-    name = getattr(spec, "name", None)
-    unit = getattr(spec, "unit", None)
-    low = getattr(spec, "min", getattr(spec, "minimum", None))
-    high = getattr(spec, "max", getattr(spec, "maximum", None))
-    step = getattr(spec, "step", None)
-    factor = getattr(spec, "factor", None)
-    if not step:
-        step = 1.0 / factor if factor else VOLT_STEP if unit == "V" else 1.0
-    try:
-        return BmsSettingSpec(name=name, unit=unit or None, min=low, max=high, step=step,  # type: ignore[arg-type]
-                              description=getattr(spec, "description", None) or None)
-    except ValidationError as exc:
-        (log or logging.getLogger("bmsbus.collector")).warning(
-            "setting %r left out of the meta: %s", name, exc.errors()[0]["msg"])
-        return None
-
-
 def current_setting_values(driver: Driver) -> dict[str, float]:
     """The current values of the driver's writable settings, as last read from the BMS (finite numbers only)."""
     values = driver.setting_values()
@@ -409,12 +376,10 @@ class BmsPublisher:
         self.outbox.put(self.topics.bms_link(self.id), self.link_state.to_json(), retain=True)
 
     def publish_meta(self, info: Any, *, protocol: str, transport: str, quantities: Iterable[str],
-                     switches: Iterable[str] = (), settings: Iterable[Any] = (),
+                     switches: Iterable[str] = (), settings: Iterable[BmsSettingSpec] = (),
                      setting_values: Mapping[str, float] | None = None, name: str | None = None) -> None:
-        """Retained, so only when it changed (a `keep_alive: false` device opens its driver every sample).
-        `settings`: names, or spec objects (see `declared_settings`), which also fill `setting_specs`."""
-        settings = tuple(settings)
-        specs = [b for b in (bus_setting_spec(s, self.log) for s in settings) if b is not None]
+        """Retained, so only when it changed (a `keep_alive: false` device opens its driver every sample)."""
+        specs = list(settings)
         meta = Meta(
             bms=self.id, collector=self.cfg.collector.id, name=name or self.dev.name, type=self.dev.type,
             protocol=protocol, transport=transport,
@@ -422,7 +387,7 @@ class BmsPublisher:
             sw_version=info.sw_version, serial=info.serial,
             quantities=sorted(set(quantities) & SAMPLE_KEYS),
             switches=[SwitchSpec(name=s) for s in switches],
-            settings=[str(getattr(s, "name", s)) for s in settings],
+            settings=[s.name for s in specs],
             setting_specs=specs, setting_values=dict(setting_values or {}),
             extra={k: str(v) for k, v in (info.extra or {}).items()},
         )
@@ -666,7 +631,7 @@ class DeviceRunner(BmsPublisher):
                     info = await driver.open()
                 self.driver = driver
                 self.publish_meta(info, protocol=self.entry.name, transport=link.kind, quantities=driver.quantities,
-                                  switches=driver.writable_switches(), settings=declared_settings(driver),
+                                  switches=driver.writable_switches(), settings=driver.setting_specs(),
                                   setting_values=current_setting_values(driver))
                 self._connected(link.rssi)
                 yield driver

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from bmsbus.shared.models import BmsSettingSpec
+
 from ...codec import CodecError, DeviceInfo, Frame, Reading, UsageError, merge
 from ...driver import Driver
 from ...links.base import Link
 from . import ble, pb, uart
-from .ble import Layout, SettingSpec
+from .ble import Layout
 
 
 class WriteNotConfirmed(CodecError):
@@ -144,18 +146,15 @@ class JkBleDriver(Driver):
             names = tuple(n for n in names if n != "float_charge")
         return tuple(n for n in names if n in self.switches)
 
-    def writable_settings(self) -> tuple[str, ...]:
-        """Names of the settings `write_setting` takes on this device (what Meta.settings carries)."""
-        return tuple(s.name for s in self.setting_specs())
-
     def setting_values(self) -> dict[str, float]:
         """From the last settings frame decoded (re-read every `settings_interval` and after each write)."""
         values = self.settings.values if self.settings is not None else {}
         return {name: values[name] for name in self.writable_settings() if name in values}
 
-    def setting_specs(self) -> tuple[SettingSpec, ...]:
-        """The writable settings with unit, range and registers (ble.SETTINGS), for this layout."""
-        return ble.settings_for(self.layout)
+    def setting_specs(self) -> tuple[BmsSettingSpec, ...]:
+        """ble.SETTINGS of this layout; the step is what the BMS stores (JK02 writes round(value × factor))."""
+        return tuple(BmsSettingSpec(name=s.name, unit=s.unit, min=s.minimum, max=s.maximum, step=1 / s.factor,
+                                    description=s.description) for s in ble.settings_for(self.layout))
 
     async def _write(self, request: bytes) -> bool:
         """Send a write; True if the BMS acknowledged it. A missing ack is not an error by itself: the
@@ -178,8 +177,7 @@ class JkBleDriver(Driver):
 
     async def write_setting(self, name: str, value: float) -> None:
         """Write one of `writable_settings()` (SI units, e.g. cell_ovp=3.65 V) and confirm it by read-back."""
-        spec = next((s for s in self.setting_specs() if s.name == name), None)
-        if spec is None:
+        if name not in self.writable_settings():
             raise UsageError(f"{self.protocol} ({self.layout}) has no writable setting {name!r}; "
                              f"have: {', '.join(self.writable_settings())}")
         current = self.settings.values if self.settings is not None else {}
