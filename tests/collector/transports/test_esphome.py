@@ -181,9 +181,9 @@ async def test_the_collector_supervisor_over_a_proxy_that_reboots() -> None:
     key = noise_key(5)
     async with FakeProxy(noise_psk=key) as proxy:
         proxy.add(jk_device("C8:47:80:00:60:01", "JK_SUPERVISED"))
-        cfg = Config(devices=[{"type": "jk", "address": "C8:47:80:00:60:01", "alias": "shed", "options": {
-            "transport": "esphome", "esphome_proxies": [{"host": "127.0.0.1", "port": proxy.port, "noise_psk": key}]}}],
-            collector={"sample_period": 0.5})
+        cfg = Config(devices=[{"type": "jk", "address": "C8:47:80:00:60:01", "alias": "shed", "transport": "esphome"}],
+                     collector={"sample_period": 0.5, "esphome_proxies": [
+                         {"host": "127.0.0.1", "port": proxy.port, "noise_psk": key}]})
         runner = DeviceRunner(cfg.devices[0], cfg, Topics(cfg.topic_root, cfg.site), Outbox(), "boot1")
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(runner.run())

@@ -10,7 +10,7 @@ from bmsbus.collector.links.ble import BleLink
 from bmsbus.collector.links.esphome import EsphomeLink, ProxyConfig
 from bmsbus.collector.links.factory import open_link
 from bmsbus.collector.links.serial import SerialLink
-from bmsbus.shared.config import DeviceConfig
+from bmsbus.shared.config import ConfigError, DeviceConfig, parse_config
 
 BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
 
@@ -41,18 +41,12 @@ def test_ble_gets_adapter_and_pin() -> None:
     assert isinstance(open_link(dev(type="jk", address="JK_B2A24S15P"), protocols.get("jk")), BleLink)
 
 
-def test_esphome_from_options_until_the_config_has_it() -> None:
-    d = dev(type="jk", address="C8:47:8C:E4:54:0F", options={
-        "transport": "esphome", "proxy": "garage",
-        "esphome_proxies": [{"host": "10.0.0.9", "noise_psk": "k" * 44, "name": "garage"}]})
-    link = open_link(d, protocols.get("jk"))
-    assert isinstance(link, EsphomeLink) and link.only == "garage"
-    assert link.proxy_configs == (ProxyConfig("10.0.0.9", 6053, "k" * 44, None, "garage"),)
-    explicit = open_link(dev(type="jk", address="JK_X", options={"transport": "esphome"}), protocols.get("jk"),
+def test_esphome_needs_the_collectors_proxies() -> None:
+    explicit = open_link(dev(type="jk", address="JK_X", transport="esphome"), protocols.get("jk"),
                          proxies=[ProxyConfig("p1")])
     assert isinstance(explicit, EsphomeLink) and explicit.proxy_configs == (ProxyConfig("p1"),)
     with pytest.raises(LinkError, match="no ESPHome proxies"):
-        open_link(dev(type="jk", address="JK_X", options={"transport": "esphome"}), protocols.get("jk"))
+        open_link(dev(type="jk", address="JK_X", transport="esphome"), protocols.get("jk"))
 
 
 @pytest.mark.parametrize(("type_", "address", "match"), [
@@ -65,8 +59,8 @@ def test_impossible_combinations_are_clear(type_: str, address: str, match: str)
 
 
 def test_unknown_transport() -> None:
-    with pytest.raises(LinkError, match="allowed: auto, ble, esphome, serial"):
-        open_link(dev(type="jk", address="JK_X", options={"transport": "wifi"}), protocols.get("jk"))
+    with pytest.raises(ConfigError, match=r"devices\[0\].transport: must be one of 'auto', 'ble', 'esphome' or 'serial'"):
+        parse_config({"devices": [{"type": "jk", "address": "JK_X", "transport": "wifi"}]})
 
 
 def test_aiobmsble_types_bring_their_own_link() -> None:

@@ -2,8 +2,7 @@
 
 Routing is data (httpx mounts style), decided from the device config and what the protocol supports:
 
-- `transport:` `ble`, `esphome` or `serial` forces one (`options.transport` is still read when the field is
-  left at `auto`, for configs written before the field existed); `auto` (default) decides from the address.
+- `transport:` `ble`, `esphome` or `serial` forces one; `auto` (default) decides from the address.
 - serial when the address is a path or URL (`/dev/...`, `COM3`, `socket://`, `rfc2217://`), or
   batmon-ha's `address: serial` with the port in `adapter:`, or when the protocol has no BLE side.
 - otherwise BLE on the host's BlueZ (`adapter:` hciN or controller MAC; `pin:` for passkey devices).
@@ -27,15 +26,8 @@ from bmsbus.shared.config import DeviceConfig
 from ..driver import ProtocolEntry, SerialSpec
 from .base import Link, LinkError
 
-TRANSPORTS = ("auto", "ble", "esphome", "serial")
 SERIAL_ADDRESS = re.compile(r"^(/dev/|COM\d+$|\\\\\.\\COM|socket://|rfc2217://|loop://)", re.IGNORECASE)
 SERIAL_OPTIONS = {"baudrate": int, "bytesize": int, "parity": str, "stopbits": int}
-
-
-def _option(dev: DeviceConfig, name: str, default: Any = None) -> Any:
-    """A transport setting: the DeviceConfig field once it exists, else `options.<name>`."""
-    value = getattr(dev, name, None)
-    return dev.options.get(name, default) if value in (None, "auto") else value
 
 
 def serial_port(dev: DeviceConfig) -> str | None:
@@ -51,9 +43,7 @@ def serial_port(dev: DeviceConfig) -> str | None:
 
 
 def choose_transport(dev: DeviceConfig, entry: ProtocolEntry) -> str:
-    wanted = str(_option(dev, "transport", "auto") or "auto").lower()
-    if wanted not in TRANSPORTS:
-        raise LinkError(f"{dev.name}: transport {wanted!r}; allowed: {', '.join(TRANSPORTS)}")
+    wanted: str = dev.transport
     port = serial_port(dev)
     if wanted == "auto":
         wanted = "serial" if port or entry.ble is None else "ble"
@@ -84,7 +74,7 @@ def proxy_configs(configured: Sequence[Any]) -> list[Any]:
 
 
 def proxies_for(dev: DeviceConfig, configured: Sequence[Any] | None) -> list[Any]:
-    out = proxy_configs(configured if configured else dev.options.get("esphome_proxies") or [])
+    out = proxy_configs(configured or [])
     if not out:
         raise LinkError(f"{dev.name}: transport esphome but no ESPHome proxies are configured "
                         "(collector.esphome_proxies: [{host, port, noise_psk, name}])")
@@ -106,7 +96,7 @@ def _without_name(dev: DeviceConfig, exc: LinkError) -> str:
 def config_problems(dev: DeviceConfig, entry: ProtocolEntry, proxies: Sequence[Any] = ()) -> list[tuple[str, str]]:
     """Why this device's link could never be built, as (device field, what is wrong / allowed) pairs; the same
     decisions as open_link, without building or importing any transport."""
-    forced = str(_option(dev, "transport", "auto") or "auto").lower()
+    forced = dev.transport
     if getattr(entry.driver, "owns_transport", False):
         if forced not in ("auto", "ble"):
             return [("transport", f"{entry.name} uses its own BLE connection on this host; allowed: auto, ble")]
@@ -122,9 +112,9 @@ def config_problems(dev: DeviceConfig, entry: ProtocolEntry, proxies: Sequence[A
     problems: list[tuple[str, str]] = []
     if transport != "serial" and not dev.address:
         problems.append(("address", f"a {entry.name} device needs an address (BLE MAC or advertised name)"))
-    proxy = _option(dev, "proxy")
+    proxy = dev.proxy
     if transport == "esphome":
-        configured = list(proxies) or list(dev.options.get("esphome_proxies") or [])
+        configured = list(proxies)
         if not configured:
             problems.append(("transport", "esphome needs at least one proxy in collector.esphome_proxies "
                                           "(none configured)"))
@@ -169,7 +159,7 @@ def open_link(dev: DeviceConfig, entry: ProtocolEntry, *, proxies: Sequence[Any]
         if pin:
             raise LinkError(f"{dev.name}: pairing with a PIN through an ESPHome proxy is not supported; "
                             "connect this device with a local adapter")
-        return EsphomeLink(dev.address, entry.ble, proxies_for(dev, proxies), proxy=_option(dev, "proxy"),
+        return EsphomeLink(dev.address, entry.ble, proxies_for(dev, proxies), proxy=dev.proxy,
                            name=dev.name, log=log)
     from .ble import BleLink
 
