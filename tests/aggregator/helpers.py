@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from bmsbus.aggregator.service import Aggregator
+from bmsbus.shared.config import MqttConfig, parse_config
 from bmsbus.shared.models import Sample
 
 T0 = 1_700_000_000.0
@@ -44,3 +46,14 @@ def write_config(tmp_path: Path, *, devices: list[str], groups: list[dict] | Non
 
 def close(a: float, b: float, rel: float = 1e-9, abs_: float = 1e-12) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+def make_aggregator(tmp_path: Path, mqtt: MqttConfig) -> Aggregator:
+    """Packs a and b and their parallel group g, state in tmp_path, publishing every 0.1 s, on `mqtt`."""
+    cfg = parse_config({
+        "site": "t", "devices": [{"alias": a, "type": "simulated"} for a in ("a", "b")],
+        "aggregator": {"state_dir": str(tmp_path / "state"), "publish_interval": 0.1, "reorder_window": 0.2,
+                       "groups": [{"id": "g", "members": ["a", "b"]}]},
+    })
+    cfg.mqtt = mqtt
+    return Aggregator(cfg)

@@ -9,25 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bmsbus.aggregator.service import Aggregator
 from bmsbus.shared.bus import Bus
-from bmsbus.shared.config import MqttConfig, parse_config
+from bmsbus.shared.config import MqttConfig
 from bmsbus.shared.models import Command, CommandResult
 from bmsbus.shared.topics import Topics
+
+from helpers import make_aggregator as make
 
 pytestmark = pytest.mark.broker
 
 ROOT = "bmsbus/v1/t"
-
-
-def make(tmp_path: Path, mqtt: MqttConfig) -> Aggregator:
-    cfg = parse_config({
-        "site": "t", "devices": [{"alias": a, "type": "simulated"} for a in ("a", "b")],
-        "aggregator": {"state_dir": str(tmp_path / "state"), "publish_interval": 0.1, "reorder_window": 0.2,
-                       "groups": [{"id": "g", "members": ["a", "b"]}]},
-    })
-    cfg.mqtt = mqtt
-    return Aggregator(cfg)
 
 
 async def test_states_control_group_commands_and_bad_input(tmp_path: Path, mqtt_config: MqttConfig,
