@@ -95,6 +95,19 @@ async def read_over_link(driver_cls: type[Driver], emulator: Any, options: dict[
     return info, out
 
 
+def record_writes(emulator: Any) -> Any:
+    """The emulator, keeping every write it receives in `emulator.received` (what the driver sent)."""
+    emulator.received = []
+    answer = emulator.receive
+
+    def receive(data: bytes) -> list[bytes]:
+        emulator.received.append(bytes(data))
+        return answer(data)
+
+    emulator.receive = receive
+    return emulator
+
+
 def approx_reading(got: dict[str, Any], want: dict[str, Any], tol: float = 1e-6) -> None:
     for key, w in want.items():
         assert key in got, key

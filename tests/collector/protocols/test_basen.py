@@ -17,6 +17,7 @@ from partb_util import (
     garbage,
     quantized_state,
     read_over_link,
+    record_writes,
 )
 
 from bmsbus.collector.codec import ChecksumError, FramingError, UnsupportedFrame
@@ -142,18 +143,8 @@ def test_uart_request_vector() -> None:
     assert uart.decode_frame(frame) == {"frame_type": want["cmd"], "request": True, "address": 1}
 
 
-class _RecordingUartEmulator(BasenUartEmulator):
-    def __init__(self, state) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(state)
-        self.received: list[bytes] = []
-
-    def receive(self, data: bytes) -> list[bytes]:
-        self.received.append(bytes(data))
-        return super().receive(data)
-
-
 async def test_uart_driver_sends_the_captured_request() -> None:
-    emu = _RecordingUartEmulator(quantized_state([3300] * 4, 0, [20], 50))
+    emu = record_writes(BasenUartEmulator(quantized_state([3300] * 4, 0, [20], 50)))
     await read_over_link(BasenUartDriver, emu, mtu=None, reads=2)
     assert emu.received == [bytes.fromhex(UART_REQ["hex"])] * 2
     assert uart.build_request(UART_REQ["expected"]["cmd"], address=1) == emu.received[0]

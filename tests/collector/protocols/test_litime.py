@@ -17,6 +17,7 @@ from partb_util import (
     garbage,
     quantized_state,
     read_over_link,
+    record_writes,
 )
 
 from bmsbus.collector.codec import ChecksumError, FramingError, UnsupportedFrame
@@ -151,20 +152,10 @@ async def test_driver_over_emulated_link() -> None:
     assert r["voltage"] == pytest.approx(13.283)
 
 
-class _RecordingEmulator(LiTimeEmulator):
-    def __init__(self, state) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(state)
-        self.received: list[bytes] = []
-
-    def receive(self, data: bytes) -> list[bytes]:
-        self.received.append(bytes(data))
-        return super().receive(data)
-
-
 async def test_driver_sends_the_captured_poll() -> None:
     """Every read writes exactly batmon's status poll (one write per read) and gets the 105-byte status reply."""
     (req,) = batmon("litime", "request")
     assert req["expected"]["meaning"] == "status poll (fixed)"
-    emu = _RecordingEmulator(quantized_state([3300, 3301, 3302, 3303], 0, [20], 50))
+    emu = record_writes(LiTimeEmulator(quantized_state([3300, 3301, 3302, 3303], 0, [20], 50)))
     _, readings = await read_over_link(LiTimeDriver, emu, mtu=None, reads=2)
     assert emu.received == [bytes.fromhex(req["hex"])] * 2 and len(readings) == 2
