@@ -119,7 +119,7 @@ def msg(topic: str, model: BusModel | bytes, retain: bool = True) -> Message:
 FULL_QUANTITIES = sorted(SAMPLE_KEYS)
 
 
-JK_SETTINGS = [  # what the collector declares for a JK02 32S BMS (services/collector: bus_setting_spec)
+JK_SETTINGS = [  # what the collector declares for a JK02 32S BMS (JkBleDriver.setting_specs)
     BmsSettingSpec(name="cell_ovp", unit="V", min=1.2, max=4.5, step=0.001, description="Cell over-voltage protection"),
     BmsSettingSpec(name="balance_trigger_delta", unit="V", min=0.001, max=1.0, step=0.001,
                    description="Cell voltage difference that starts balancing"),
